@@ -1,0 +1,170 @@
+"""Runs the BRP simulator and the partner simulators in one process.
+
+Port order is FIXED: the BRP listens on ``base_port``; party ``PARTY_ORDER[i]`` listens on
+``base_port + 1 + i`` whether or not the other parties are started:
+
+    +0 brp, +1 politie, +2 veilig_thuis, +3 raad_kinderbescherming, +4 ggz, +5 huisarts,
+    +6 school, +7 schuldhulpverlening, +8 gemeente_wijkteam, +9 gecertificeerde_instelling,
+    +10 openbaar_ministerie, +11 zorg_en_veiligheidshuis
+
+With ``base_port=0`` every simulator gets a free port from the OS instead (see ``urls``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from adapters.simulators.brp import create_brp_app
+from adapters.simulators.catalogue import Catalogue
+from adapters.simulators.faults import FaultConfig
+from adapters.simulators.generate import generate_families
+from adapters.simulators.partner import PARTY_ORDER, create_partner_app
+from adapters.simulators.registry import DEFAULT_REGISTRY_PATH, Registry
+from adapters.simulators.values import World
+
+__all__ = [
+    "DEFAULT_SEED",
+    "RunningSimulators",
+    "build_world",
+    "parse_parties",
+    "port_for",
+    "start_simulators",
+    "write_ready_file",
+]
+
+DEFAULT_SEED = 20260401
+
+
+def port_for(name: str, base_port: int) -> int:
+    """The fixed port of ``"brp"`` or a party id for a given base port."""
+    if name == "brp":
+        return base_port
+    return base_port + 1 + PARTY_ORDER.index(name)
+
+
+def parse_parties(spec: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``None``/``"all"`` -> every party; ``"p1,p2"`` or a sequence -> those, in PARTY_ORDER."""
+    if spec is None or spec == "all":
+        return PARTY_ORDER
+    names = [p.strip() for p in spec.split(",")] if isinstance(spec, str) else list(spec)
+    unknown = sorted({n for n in names if n} - set(PARTY_ORDER))
+    if unknown:
+        raise ValueError(f"unknown parties: {', '.join(unknown)}")
+    wanted = set(names)
+    return tuple(p for p in PARTY_ORDER if p in wanted)
+
+
+def build_world(
+    families: int = 0,
+    *,
+    seed: int = DEFAULT_SEED,
+    registry_path: Path = DEFAULT_REGISTRY_PATH,
+    catalogue_path: Path | None = None,
+) -> World:
+    registry = Registry.load(registry_path)
+    if families:
+        exclude = {p.bsn for p in registry.iter_persons()}
+        registry.add_document(generate_families(families, seed, exclude))
+    return World(registry=registry, catalogue=Catalogue.load(catalogue_path))
+
+
+@dataclass(slots=True)
+class RunningSimulators:
+    """Handle on started simulators: ``urls`` is the ready-file document."""
+
+    brp_url: str
+    party_urls: dict[str, str]
+    world: World
+    _runners: list[web.AppRunner] = field(default_factory=list, repr=False)
+
+    @property
+    def urls(self) -> dict[str, Any]:
+        return {"brp": self.brp_url, "parties": dict(self.party_urls)}
+
+    async def stop(self) -> None:
+        runners, self._runners = self._runners, []
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+    async def __aenter__(self) -> RunningSimulators:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+
+async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = port
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            bound = int(addr[1])
+            break
+    return runner, bound
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+async def start_simulators(
+    host: str = "127.0.0.1",
+    base_port: int = 9100,
+    parties: str | Sequence[str] | None = None,
+    families: int = 0,
+    *,
+    seed: int = DEFAULT_SEED,
+    faults: FaultConfig | None = None,
+    admin: bool = True,
+    world: World | None = None,
+) -> RunningSimulators:
+    """Start the BRP and the chosen partner simulators; all are listening on return."""
+    selected = parse_parties(parties)
+    world = world or build_world(families, seed=seed)
+    running = RunningSimulators(brp_url="", party_urls={}, world=world)
+    try:
+        brp_app = create_brp_app(world.registry, faults=faults, admin=admin, seed=seed)
+        runner, port = await _serve(brp_app, host, port_for("brp", base_port) if base_port else 0)
+        running._runners.append(runner)
+        running.brp_url = _url(host, port)
+        for i, party in enumerate(selected):
+            app = create_partner_app(party, world, faults=faults, admin=admin, seed=seed + i + 1)
+            wanted = port_for(party, base_port) if base_port else 0
+            runner, port = await _serve(app, host, wanted)
+            running._runners.append(runner)
+            running.party_urls[party] = _url(host, port)
+    except BaseException:
+        await running.stop()
+        raise
+    return running
+
+
+def write_ready_file(path: Path, urls: dict[str, Any]) -> None:
+    """Write the ready document atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(urls, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

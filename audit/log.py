@@ -1,0 +1,186 @@
+"""The audit log writer: append-only, hash-chained, group-committed.
+
+One writer task per broker process takes every pending unit of work (an
+exchange's decision and release records, plus the rows that belong with them),
+chains the entries onto the current head and commits them in ONE durable
+transaction; only then are the callers' futures resolved and may data leave the
+broker. A failed commit fails every caller in the batch: nothing is released.
+
+Entries are canonical JSON (RFC 8785); ``entry_hash = SHA-256(entry bytes)`` and
+each entry names its predecessor's hash (``prev``), so changing, inserting or
+removing an entry breaks the chain at that point. Writers lock the head row
+(``SELECT ... FOR UPDATE`` on PostgreSQL), so several broker processes on one
+database append to one sequence without forking it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit.models import AuditEntry, AuditHead
+from broker.core.canonical import canonical_json, sha256_hex
+from broker.core.errors import AuditUnavailable
+from broker.db.session import Database
+
+GENESIS = "0" * 64
+ENTRY_VERSION = 1
+
+log = structlog.get_logger("audit")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One entry to append. ``body`` must hold no payloads and no BSNs."""
+
+    kind: str
+    body: dict[str, Any]
+    exchange_id: str | None = None
+    subject_key: str | None = None
+    element: str | None = None
+    outcome: str | None = None
+
+
+@dataclass(slots=True)
+class CommitUnit:
+    records: Sequence[AuditRecord]
+    rows: Sequence[tuple[Table, dict[str, Any]]] = ()
+    future: asyncio.Future[list[int]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def build_entry(record: AuditRecord, *, seq: int, prev: str, ts: datetime) -> bytes:
+    entry = dict(record.body)
+    entry.update(
+        {
+            "v": ENTRY_VERSION,
+            "seq": seq,
+            "prev": prev,
+            "ts": ts.isoformat(timespec="microseconds"),
+            "kind": record.kind,
+        }
+    )
+    return canonical_json(entry)
+
+
+class AuditWriter:
+    def __init__(self, db: Database, *, batch_max: int = 512) -> None:
+        self._db = db
+        self._batch_max = batch_max
+        self._queue: asyncio.Queue[CommitUnit] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._lock_head = not db.is_sqlite
+
+    async def start(self) -> None:
+        if self._task is None:
+            await self._ensure_head()
+            self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            unit = self._queue.get_nowait()
+            if not unit.future.done():
+                unit.future.set_exception(AuditUnavailable())
+
+    async def _ensure_head(self) -> None:
+        try:
+            async with self._db.sessions() as session:
+                head = await session.get(AuditHead, 1)
+                if head is None:
+                    session.add(AuditHead(id=1, size=0, head_hash=GENESIS))
+                    with contextlib.suppress(SQLAlchemyError):
+                        await session.commit()
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable() from exc
+
+    async def append(
+        self,
+        records: Sequence[AuditRecord],
+        rows: Sequence[tuple[Table, dict[str, Any]]] = (),
+    ) -> list[int]:
+        """Durably appends ``records`` (and inserts ``rows``) in one commit.
+
+        Returns the sequence numbers (leaf indices). Raises AuditUnavailable."""
+        if self._task is None or self._task.done():
+            raise AuditUnavailable()
+        unit = CommitUnit(records=records, rows=rows)
+        await self._queue.put(unit)
+        return await unit.future
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            count = len(first.records)
+            while count < self._batch_max and not self._queue.empty():
+                unit = self._queue.get_nowait()
+                batch.append(unit)
+                count += len(unit.records)
+            try:
+                results = await self._commit(batch)
+            except Exception as exc:  # noqa: BLE001 - every failure fails the batch closed
+                log.error("audit.commit_failed", error=type(exc).__name__, units=len(batch))
+                for unit in batch:
+                    if not unit.future.done():
+                        unit.future.set_exception(AuditUnavailable())
+                continue
+            for unit, seqs in zip(batch, results, strict=True):
+                if not unit.future.done():
+                    unit.future.set_result(seqs)
+
+    async def _commit(self, batch: list[CommitUnit]) -> list[list[int]]:
+        now = datetime.now(UTC)
+        async with self._db.sessions() as session, session.begin():
+            stmt = select(AuditHead).where(AuditHead.id == 1)
+            if self._lock_head:
+                stmt = stmt.with_for_update()
+            head = (await session.execute(stmt)).scalar_one()
+            size, prev = head.size, head.head_hash
+            entries: list[dict[str, Any]] = []
+            results: list[list[int]] = []
+            extra: dict[Table, list[dict[str, Any]]] = {}
+            for unit in batch:
+                seqs: list[int] = []
+                for record in unit.records:
+                    data = build_entry(record, seq=size, prev=prev, ts=now)
+                    entry_hash = sha256_hex(data)
+                    entries.append(
+                        {
+                            "seq": size,
+                            "created_at": now,
+                            "kind": record.kind,
+                            "exchange_id": record.exchange_id,
+                            "subject_key": record.subject_key,
+                            "element": record.element,
+                            "outcome": record.outcome,
+                            "entry": data.decode("utf-8"),
+                            "prev_hash": prev,
+                            "entry_hash": entry_hash,
+                        }
+                    )
+                    seqs.append(size)
+                    size += 1
+                    prev = entry_hash
+                results.append(seqs)
+                for table, row in unit.rows:
+                    extra.setdefault(table, []).append(row)
+            for table, rows in extra.items():
+                await session.execute(insert(table), rows)
+            if entries:
+                await session.execute(insert(AuditEntry), entries)
+                await session.execute(
+                    update(AuditHead).where(AuditHead.id == 1).values(size=size, head_hash=prev)
+                )
+        return results

@@ -1,0 +1,78 @@
+"""Recomputes the audit hash chain and names the first broken entry.
+
+Verification raises; a clean log returns a summary."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from audit.log import GENESIS
+from audit.models import AuditEntry, AuditHead
+from broker.core.errors import AuditChainBroken
+from broker.db.session import Database
+
+CHUNK = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSummary:
+    size: int
+    head_hash: str
+
+
+async def verify_chain(db: Database) -> ChainSummary:
+    """Checks every entry: its bytes hash to the stored hash, it names the
+    previous entry's hash and its own position, and the indexed columns agree
+    with the entry; the head row must match the last entry."""
+    expected_seq = 0
+    prev = GENESIS
+    async with db.session() as session:
+        while True:
+            rows = (
+                await session.scalars(
+                    select(AuditEntry)
+                    .where(AuditEntry.seq >= expected_seq)
+                    .order_by(AuditEntry.seq)
+                    .limit(CHUNK)
+                )
+            ).all()
+            if not rows:
+                break
+            for row in rows:
+                _check(row, expected_seq, prev)
+                prev = row.entry_hash
+                expected_seq += 1
+        head = await session.get(AuditHead, 1)
+    size = head.size if head else 0
+    head_hash = head.head_hash if head else GENESIS
+    if size != expected_seq or head_hash != prev:
+        raise AuditChainBroken(
+            f"the head (size {size}) does not match the log (size {expected_seq})",
+            index=min(size, expected_seq),
+        )
+    return ChainSummary(size=expected_seq, head_hash=prev)
+
+
+def _check(row: AuditEntry, seq: int, prev: str) -> None:
+    if row.seq != seq:
+        raise AuditChainBroken(f"entry {seq} is missing", index=seq)
+    data = row.entry.encode("utf-8")
+    if hashlib.sha256(data).hexdigest() != row.entry_hash:
+        raise AuditChainBroken(f"entry {seq} was altered (hash mismatch)", index=seq)
+    try:
+        entry = json.loads(data)
+    except ValueError as exc:
+        raise AuditChainBroken(f"entry {seq} is not JSON", index=seq) from exc
+    if entry.get("seq") != seq or entry.get("prev") != prev or row.prev_hash != prev:
+        raise AuditChainBroken(f"entry {seq} does not follow entry {seq - 1}", index=seq)
+    if (
+        entry.get("kind") != row.kind
+        or entry.get("subject") != row.subject_key
+        or entry.get("element") != row.element
+        or entry.get("exchange_id") != row.exchange_id
+    ):
+        raise AuditChainBroken(f"entry {seq}'s indexed columns were altered", index=seq)

@@ -1,0 +1,147 @@
+"""Wires the broker together: the one place that picks implementations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+from fastapi import FastAPI
+
+from adapters.brp.client import BrpRegister
+from adapters.partner_api.adapter import PartnerApiAdapter
+from audit.log import AuditWriter
+from broker.agencies.service import AgencyDirectory
+from broker.core.clock import Clock, system_clock
+from broker.core.protocols import PartnerAdapter, PolicyEngine, SubjectRegister
+from broker.crypto.jose import Sealer
+from broker.crypto.keys import BrokerKeyring, Pseudonymizer, load_or_create_pseudonym_key
+from broker.db.session import Database
+from broker.exchange.service import ExchangeService
+from broker.logging import configure_logging
+from broker.middleware import BodyLimit, RequestContext
+from broker.policy.loader import PolicySet, load_policy_set
+from broker.policy.opa_engine import OpaEngine
+from broker.policy.regopy_engine import RegopyEngine
+from broker.security.tokens import TokenService
+from broker.settings import EngineKind, Settings
+
+log = structlog.get_logger("app")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    keyring: BrokerKeyring
+    policy_set: PolicySet
+    engine: PolicyEngine
+    directory: AgencyDirectory
+    register: SubjectRegister
+    adapters: dict[str, PartnerAdapter]
+    audit: AuditWriter
+    tokens: TokenService
+    exchanges: ExchangeService
+
+    async def aclose(self) -> None:
+        await self.audit.stop()
+        for adapter in self.adapters.values():
+            await adapter.aclose()
+        await self.register.aclose()
+        await self.engine.aclose()
+        await self.db.dispose()
+
+
+def build_engine(settings: Settings, policy_set: PolicySet) -> PolicyEngine:
+    if settings.policy_engine is EngineKind.OPA:
+        assert settings.opa_url is not None  # enforced by Settings
+        return OpaEngine(settings.opa_url, policy_set)
+    return RegopyEngine(policy_set, threads=settings.policy_threads)
+
+
+async def build_services(settings: Settings, *, clock: Clock = system_clock) -> Services:
+    db = Database(settings.async_database_url, pool_size=settings.database_pool_size)
+    keyring = BrokerKeyring.load_or_create(settings.keys_dir)
+    pseudonym_key = (
+        settings.pseudonym_key.get_secret_value().encode()
+        if settings.pseudonym_key is not None
+        else load_or_create_pseudonym_key(settings.keys_dir)
+    )
+    policy_set = load_policy_set(settings.policy_dir)
+    engine = build_engine(settings, policy_set)
+    directory = AgencyDirectory(db)
+    register = BrpRegister(settings.register_url, timeout=settings.register_timeout_seconds)
+    adapters: dict[str, PartnerAdapter] = {
+        "partner_api": PartnerApiAdapter(
+            timeout=settings.adapter_timeout_seconds, retries=settings.adapter_retries
+        )
+    }
+    audit = AuditWriter(db, batch_max=settings.audit_batch_max)
+    await audit.start()
+    tokens = TokenService(
+        db=db,
+        directory=directory,
+        keyring=keyring,
+        issuer=settings.public_url.rstrip("/"),
+        token_endpoint=settings.token_endpoint,
+        ttl_seconds=settings.access_token_ttl_seconds,
+        assertion_max_lifetime=settings.assertion_max_lifetime_seconds,
+    )
+    exchanges = ExchangeService(
+        engine=engine,
+        policy_set=policy_set,
+        directory=directory,
+        register=register,
+        adapters=adapters,
+        audit=audit,
+        pseudonymizer=Pseudonymizer(pseudonym_key),
+        sealer=Sealer(),
+        clock=clock,
+    )
+    return Services(
+        settings=settings, db=db, keyring=keyring, policy_set=policy_set, engine=engine,
+        directory=directory, register=register, adapters=adapters, audit=audit,
+        tokens=tokens, exchanges=exchanges,
+    )
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await build_services(settings, clock=clock)
+        app.state.services = services
+        log.info("broker.started", engine=services.engine.name,
+                 bundle=services.engine.bundle_hash, database=services.db.engine.dialect.name)
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    from broker import problems
+    from broker.exchange.api import router as exchange_router
+    from broker.health import router as health_router
+    from broker.security.api import router as security_router
+
+    app = FastAPI(
+        title="Child-protection chain exchange broker",
+        version="0.1.0",
+        description=(
+            "Partners ask for family data with a stated purpose under a sharing agreement "
+            "and receive, per element and subject, either the data (JWE-encrypted to their "
+            "registered key) or a refusal with the reason and legal basis. Every decision "
+            "is audit-logged before anything is released. Authenticate with OAuth 2.0 "
+            "client credentials and private_key_jwt (RFC 7523) at /oauth/token."
+        ),
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(security_router)
+    app.include_router(exchange_router)
+    app.include_router(health_router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
+    return app

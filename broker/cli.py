@@ -1,0 +1,256 @@
+"""The ``broker`` command: serve, demo, database, agencies, audit and policies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from broker.core.errors import BrokerError
+from broker.settings import Settings
+
+T = TypeVar("T")
+
+
+def _run(factory: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    except BrokerError as exc:
+        raise click.ClickException(exc.diagnostics()) from exc
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:
+        raise click.ClickException(f"settings: {exc}") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Consent-aware information-exchange broker for the child-protection chain."""
+
+
+# ----------------------------------------------------------------- serve / demo
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--migrate/--no-migrate", default=True, show_default=True,
+              help="Run database migrations before starting")
+@click.option("--workers", default=1, show_default=True, type=int)
+def serve(host: str, port: int, migrate: bool, workers: int) -> None:
+    """Run the broker API (uvicorn)."""
+    import uvicorn
+
+    from broker.db.migrate import upgrade
+
+    settings = _settings()
+    if migrate:
+        upgrade(settings.sync_database_url)
+    uvicorn.run(
+        "broker.app:create_app", factory=True, host=host, port=port, workers=workers,
+        log_level="warning", access_log=False,
+    )
+
+
+@main.command()
+@click.option("--port", default=8080, show_default=True, type=int, help="Broker port")
+@click.option("--sim-port", default=9100, show_default=True, type=int,
+              help="First port of the simulated partner systems")
+@click.option("--dir", "state_dir", default="var/demo", show_default=True,
+              type=click.Path(path_type=Path), help="Demo state: database, keys, partner keys")
+@click.option("--once", is_flag=True, help="Run the scripted exchanges, then stop")
+def demo(port: int, sim_port: int, state_dir: Path, once: bool) -> None:
+    """Start a full demo on the embedded default: SQLite, in-process Rego, demo
+    agencies with generated keys, simulated partner systems, scripted exchanges."""
+    from broker.demo import run_demo
+
+    try:
+        asyncio.run(run_demo(port=port, sim_port=sim_port, state_dir=state_dir, once=once))
+    except KeyboardInterrupt:
+        pass
+
+
+# ----------------------------------------------------------------- database
+@main.group()
+def db() -> None:
+    """Database migrations."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from broker.db.migrate import upgrade
+
+    upgrade(_settings().sync_database_url, revision)
+    click.echo("database is at " + revision)
+
+
+# ----------------------------------------------------------------- agencies
+@main.group()
+def agency() -> None:
+    """The agency registry: onboard partners, rotate their keys, disable them."""
+
+
+async def _with_agencies(action: Callable[[Any], Awaitable[T]]) -> T:
+    from broker.agencies.service import AgencyService
+    from broker.db.session import Database
+    from broker.reference import ReferenceData
+
+    settings = _settings()
+    database = Database(settings.async_database_url)
+    try:
+        service = AgencyService(database, ReferenceData.load(settings.policy_dir))
+        return await action(service)
+    finally:
+        await database.dispose()
+
+
+def _print_agency(view: Any) -> None:
+    click.echo(json.dumps(view.to_json(), indent=2))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{path}: not a readable JSON file") from exc
+
+
+@agency.command("add")
+@click.option("--oin", required=True, help="Organisation id (OIN, 20 digits)")
+@click.option("--name", required=True)
+@click.option("--party-type", required=True, help="A party id from parties.yaml")
+@click.option("--jwks", "jwks_path", required=True, type=click.Path(path_type=Path),
+              help="Public JWKS with a signing key (Ed25519/P-256) and an encryption key "
+                   "(X25519/P-256)")
+@click.option("--endpoint", default=None, help="Base URL of the partner system (as provider)")
+def agency_add(oin: str, name: str, party_type: str, jwks_path: Path,
+               endpoint: str | None) -> None:
+    """Onboard a partner organisation."""
+    jwks = _read_json(jwks_path)
+    view = _run(lambda: _with_agencies(lambda s: s.add(
+        oin=oin, name=name, party_type=party_type, jwks=jwks, endpoint_url=endpoint)))
+    _print_agency(view)
+
+
+@agency.command("list")
+def agency_list() -> None:
+    """List registered agencies."""
+    views = _run(lambda: _with_agencies(lambda s: s.list()))
+    for v in views:
+        state = "active" if v.active else "disabled"
+        click.echo(f"{v.oin}  {v.party_type:<26} {state:<8} {v.name}")
+
+
+@agency.command("show")
+@click.argument("oin")
+def agency_show(oin: str) -> None:
+    """Show one agency with its keys."""
+    _print_agency(_run(lambda: _with_agencies(lambda s: s.get(oin))))
+
+
+@agency.command("disable")
+@click.argument("oin")
+def agency_disable(oin: str) -> None:
+    """Disable an agency: its tokens stop working within seconds."""
+    _print_agency(_run(lambda: _with_agencies(lambda s: s.set_active(oin, False))))
+
+
+@agency.command("enable")
+@click.argument("oin")
+def agency_enable(oin: str) -> None:
+    """Re-enable a disabled agency."""
+    _print_agency(_run(lambda: _with_agencies(lambda s: s.set_active(oin, True))))
+
+
+@agency.command("add-key")
+@click.argument("oin")
+@click.option("--jwk", "jwk_path", required=True, type=click.Path(path_type=Path),
+              help="One public JWK (use sig or enc)")
+def agency_add_key(oin: str, jwk_path: Path) -> None:
+    """Add a key (first step of a rotation)."""
+    jwk = _read_json(jwk_path)
+    _print_agency(_run(lambda: _with_agencies(lambda s: s.add_key(oin, jwk))))
+
+
+@agency.command("remove-key")
+@click.argument("oin")
+@click.option("--kid", required=True)
+def agency_remove_key(oin: str, kid: str) -> None:
+    """Retire a key (last step of a rotation)."""
+    _print_agency(_run(lambda: _with_agencies(lambda s: s.remove_key(oin, kid))))
+
+
+@agency.command("keygen")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--kind", type=click.Choice(["ed25519", "p256"]), default="ed25519",
+              show_default=True)
+def agency_keygen(out_dir: Path, kind: str) -> None:
+    """Generate a partner key set: private.jwks.json (keep) and public.jwks.json (register)."""
+    from broker.crypto.keys import generate_jwk, public_only, write_secret_json
+
+    sig = generate_jwk("Ed25519" if kind == "ed25519" else "P-256", use="sig")
+    enc = generate_jwk("X25519" if kind == "ed25519" else "P-256", use="enc")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_secret_json(out_dir / "private.jwks.json", {"keys": [sig, enc]})
+    (out_dir / "public.jwks.json").write_text(
+        json.dumps({"keys": [public_only(sig), public_only(enc)]}, indent=2), encoding="utf-8"
+    )
+    click.echo(f"wrote {out_dir / 'private.jwks.json'} and {out_dir / 'public.jwks.json'}")
+
+
+# ----------------------------------------------------------------- audit
+@main.group()
+def audit() -> None:
+    """The audit log."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain; name the first broken entry."""
+    from audit.verify import verify_chain
+    from broker.db.session import Database
+
+    async def go() -> Any:
+        database = Database(_settings().async_database_url)
+        try:
+            return await verify_chain(database)
+        finally:
+            await database.dispose()
+
+    summary = _run(go)
+    click.echo(f"audit log verified: {summary.size} entries, head {summary.head_hash}")
+
+
+# ----------------------------------------------------------------- policies
+@main.group()
+def policy() -> None:
+    """Sharing agreements as policy files."""
+
+
+@policy.command("check")
+def policy_check() -> None:
+    """Load and compile every agreement with the shared library."""
+    from broker.policy.loader import load_policy_set
+    from broker.policy.regopy_engine import compile_policy_set
+
+    settings = _settings()
+    try:
+        policy_set = load_policy_set(settings.policy_dir)
+        compile_policy_set(policy_set)
+    except BrokerError as exc:
+        raise click.ClickException(exc.diagnostics()) from exc
+    for a in policy_set.agreements.values():
+        click.echo(f"{a.id} v{a.version}: {len(a.purposes)} purposes, {a.content_hash}")
+    click.echo(f"bundle {policy_set.bundle_hash}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

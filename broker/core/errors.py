@@ -1,0 +1,161 @@
+"""The broker's one error hierarchy.
+
+Every error carries an HTTP status, a stable machine code and a safe message:
+no secrets and no personal data ever go into ``message``. One exception handler
+(broker.api.problems) renders them as RFC 9457 problem+json. Foreign exceptions
+are wrapped where they enter the broker.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    VALIDATION_FAILED = "validation_failed"
+    INVALID_BSN = "invalid_bsn"
+    UNKNOWN_ELEMENT = "unknown_element"
+    UNKNOWN_PROVIDER = "unknown_provider"
+    AMBIGUOUS_PROVIDER = "ambiguous_provider"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    INVALID_CLIENT = "invalid_client"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    POLICY_UNAVAILABLE = "policy_unavailable"
+    POLICY_INVALID = "policy_invalid"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
+    REGISTER_UNAVAILABLE = "register_unavailable"
+    ADAPTER_FAILED = "adapter_failed"
+    KEY_ERROR = "key_error"
+    AUDIT_CHAIN_BROKEN = "audit_chain_broken"
+    INTERNAL_ERROR = "internal_error"
+
+
+class BrokerError(Exception):
+    """Root of every error the broker raises on purpose."""
+
+    status: int = 500
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    title: str = "Internal error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        field: str | None = None,
+        code: ErrorCode | None = None,
+        decision_id: str | None = None,
+    ) -> None:
+        self.message = message or self.title
+        self.field = field
+        if code is not None:
+            self.code = code
+        self.decision_id = decision_id
+        super().__init__(self.message)
+
+    def diagnostics(self) -> str:
+        where = f" (field {self.field})" if self.field else ""
+        return f"{self.code}: {self.message}{where}"
+
+
+class InvalidRequest(BrokerError):
+    status = 422
+    code = ErrorCode.VALIDATION_FAILED
+    title = "The request is not valid"
+
+
+class PayloadTooLarge(BrokerError):
+    status = 413
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+    title = "The request body is too large"
+
+
+class UnsupportedMediaType(BrokerError):
+    status = 415
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    title = "The request body must be application/json"
+
+
+class AuthenticationFailed(BrokerError):
+    """Always rendered with one generic message, whatever failed."""
+
+    status = 401
+    code = ErrorCode.UNAUTHORIZED
+    title = "Authentication failed"
+
+    def __init__(self, code: ErrorCode = ErrorCode.UNAUTHORIZED) -> None:
+        super().__init__(self.title, code=code)
+
+
+class Forbidden(BrokerError):
+    status = 403
+    code = ErrorCode.FORBIDDEN
+    title = "Not allowed"
+
+
+class NotFound(BrokerError):
+    status = 404
+    code = ErrorCode.NOT_FOUND
+    title = "Not found"
+
+
+class Conflict(BrokerError):
+    status = 409
+    code = ErrorCode.CONFLICT
+    title = "Conflict"
+
+
+class ServiceUnavailable(BrokerError):
+    """A collaborator the broker needs is down: nothing is released."""
+
+    status = 503
+    code = ErrorCode.STORAGE_UNAVAILABLE
+    title = "A required service is unavailable; nothing was released"
+
+
+class PolicyUnavailable(ServiceUnavailable):
+    code = ErrorCode.POLICY_UNAVAILABLE
+    title = "The policy engine is unavailable; nothing was released"
+
+
+class PolicyInvalid(BrokerError):
+    status = 500
+    code = ErrorCode.POLICY_INVALID
+    title = "The policy set is invalid"
+
+
+class StorageUnavailable(ServiceUnavailable):
+    code = ErrorCode.STORAGE_UNAVAILABLE
+    title = "The database is unavailable; nothing was released"
+
+
+class AuditUnavailable(ServiceUnavailable):
+    code = ErrorCode.AUDIT_UNAVAILABLE
+    title = "The audit log is unavailable; nothing was released"
+
+
+class RegisterUnavailable(ServiceUnavailable):
+    code = ErrorCode.REGISTER_UNAVAILABLE
+    title = "The population register is unavailable; nothing was released"
+
+
+class KeyError_(BrokerError):  # noqa: N801 - trailing underscore avoids shadowing the builtin
+    status = 500
+    code = ErrorCode.KEY_ERROR
+    title = "Key material is missing or invalid"
+
+
+class AuditChainBroken(BrokerError):
+    status = 500
+    code = ErrorCode.AUDIT_CHAIN_BROKEN
+    title = "The audit chain does not verify"
+
+    def __init__(self, message: str, *, index: int) -> None:
+        super().__init__(message)
+        self.index = index

@@ -1,0 +1,100 @@
+"""The one module that touches ``cryptography.hazmat``: key generation and
+(de)serialisation. Everything else uses the recipes in keys/jose/signing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | x25519.X25519PrivateKey
+
+
+def b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64u_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def random_bytes(n: int) -> bytes:
+    return os.urandom(n)
+
+
+def generate(kind: str) -> PrivateKey:
+    """kind: 'Ed25519' | 'P-256' | 'X25519'."""
+    if kind == "Ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if kind == "P-256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "X25519":
+        return x25519.X25519PrivateKey.generate()
+    raise ValueError(f"unsupported key kind {kind}")
+
+
+def private_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_private_pem(data: bytes) -> PrivateKey:
+    key = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(
+        key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | x25519.X25519PrivateKey
+    ):
+        raise ValueError("unsupported private key type")
+    return key
+
+
+def private_jwk(key: PrivateKey) -> dict[str, Any]:
+    """Private JWK (RFC 7517/8037) of an Ed25519, X25519 or P-256 key."""
+    raw = serialization.Encoding.Raw
+    if isinstance(key, ed25519.Ed25519PrivateKey | x25519.X25519PrivateKey):
+        crv = "Ed25519" if isinstance(key, ed25519.Ed25519PrivateKey) else "X25519"
+        d = key.private_bytes(raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        x = key.public_key().public_bytes(raw, serialization.PublicFormat.Raw)
+        return {"kty": "OKP", "crv": crv, "x": b64u(x), "d": b64u(d)}
+    numbers = key.private_numbers()
+    pub = numbers.public_numbers
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64u(pub.x.to_bytes(32, "big")),
+        "y": b64u(pub.y.to_bytes(32, "big")),
+        "d": b64u(numbers.private_value.to_bytes(32, "big")),
+    }
+
+
+def public_jwk(jwk: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in jwk.items() if k != "d"}
+
+
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url) used as key id."""
+    if jwk["kty"] == "OKP":
+        members = {"crv": jwk["crv"], "kty": "OKP", "x": jwk["x"]}
+    else:
+        members = {"crv": jwk["crv"], "kty": "EC", "x": jwk["x"], "y": jwk["y"]}
+    canonical = ",".join(f'"{k}":"{v}"' for k, v in sorted(members.items()))
+    return b64u(hashlib.sha256(("{" + canonical + "}").encode()).digest())
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def constant_time_equal(a: bytes | str, b: bytes | str) -> bool:
+    if isinstance(a, str):
+        a = a.encode()
+    if isinstance(b, str):
+        b = b.encode()
+    return hmac.compare_digest(a, b)

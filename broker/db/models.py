@@ -1,0 +1,11 @@
+"""Imports every table module so ``Base.metadata`` is complete (Alembic, tests)."""
+
+from __future__ import annotations
+
+from audit import models as audit_models
+from broker.agencies import models as agency_models
+from broker.db.base import Base
+from broker.exchange import models as exchange_models
+from broker.security import models as security_models
+
+__all__ = ["Base", "agency_models", "audit_models", "exchange_models", "security_models"]

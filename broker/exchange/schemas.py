@@ -1,0 +1,150 @@
+"""Wire models of the exchange API (parsed at the boundary)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from broker.core.bsn import is_valid_bsn
+from broker.core.types import ItemStatus, Outcome, ReasonCode, ResponseForm
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+_KEY = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+def _check_bsn(value: str) -> str:
+    if not is_valid_bsn(value):
+        raise PydanticCustomError("invalid_bsn", "Not a valid BSN (9 digits passing the 11-check)")
+    return value
+
+
+Bsn = Annotated[
+    str,
+    Field(min_length=9, max_length=9, examples=["999990020"], description="BSN (elfproef)"),
+    AfterValidator(_check_bsn),
+]
+
+
+def _check_context(value: dict[str, Any]) -> dict[str, Any]:
+    import re
+
+    for key in value:
+        if not re.match(_KEY, key):
+            raise PydanticCustomError("invalid_context_key", "Context keys are snake_case names")
+    return value
+
+
+class ProviderRef(BaseModel):
+    """The provider: a party type (resolved to the one registered agency of that
+    type) or a specific agency by OIN."""
+
+    model_config = ConfigDict(extra="forbid")
+    party: str | None = Field(default=None, pattern=_KEY, examples=["politie"])
+    oin: str | None = Field(default=None, pattern=r"^[0-9]{20}$")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ProviderRef:
+        if (self.party is None) == (self.oin is None):
+            raise PydanticCustomError("provider_ref", "Give exactly one of party or oin")
+        return self
+
+
+class ExchangeRequest(BaseModel):
+    """Ask for elements about subjects, for one purpose under one agreement.
+
+    The broker decides every element x subject pair; household elements apply
+    to the household of the given person."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "agreement_id": "agr-vt-politie-hg",
+                    "purpose_id": "informatie_voor_veiligheidsbeoordeling",
+                    "provider": {"party": "politie"},
+                    "case_reference": "VT-LB-2026-0042",
+                    "subjects": ["999990007"],
+                    "elements": ["police.suspect_history_dv", "police.tijdelijk_huisverbod"],
+                    "context": {"vt_case_status": "veiligheidsbeoordeling"},
+                }
+            ]
+        },
+    )
+    agreement_id: str = Field(pattern=_ID)
+    purpose_id: str = Field(pattern=_ID)
+    provider: ProviderRef
+    case_reference: str | None = Field(default=None, max_length=128, pattern=r"^[\x20-\x7e]*$")
+    subjects: list[Bsn] = Field(min_length=1, max_length=100)
+    elements: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")]] = Field(
+        min_length=1, max_length=100
+    )
+    context: Annotated[dict[str, Any], AfterValidator(_check_context)] = Field(
+        default_factory=dict, max_length=64
+    )
+
+
+class LegalBasisOut(BaseModel):
+    id: str
+    citation: str
+
+
+class ItemOut(BaseModel):
+    element: str
+    subject: str = Field(description="The BSN as requested (for household elements: a member)")
+    subject_kind: Literal["person", "household"]
+    outcome: Outcome
+    reason: ReasonCode
+    status: ItemStatus
+    legal_basis: list[LegalBasisOut]
+    consent_id: str | None = None
+    acute_declaration_id: str | None = None
+    explanation: str
+
+
+class AgreementRef(BaseModel):
+    id: str
+    version: str | None
+    content_hash: str | None
+
+
+class ExchangeResponse(BaseModel):
+    exchange_id: str
+    decision_id: str
+    request_id: str
+    agreement: AgreementRef
+    purpose_id: str
+    policy_bundle: str
+    response_form: ResponseForm
+    retention: dict[str, Any] | None
+    audit_indices: list[int] = Field(description="Audit log positions of this exchange's entries")
+    items: list[ItemOut]
+    payload: str | None = Field(
+        description=(
+            "JWE compact (ECDH-ES+A256KW, A256GCM) to the requester's encryption key, "
+            "holding {exchange_id, items:[{element, subject, value}]}; null when nothing "
+            "was released"
+        )
+    )
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+    scope: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str | None = None
+    field: str | None = None
+    decision_id: str | None = None

@@ -1,0 +1,441 @@
+"""The exchange flow: decide per item, fetch only what is allowed, audit durably,
+then release the data encrypted to the requester.
+
+Fail closed: the policy engine, the register, the database or the audit log
+failing raises a ServiceUnavailable and nothing is released.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from audit.log import AuditRecord, AuditWriter
+from broker.agencies.service import AgencyDirectory, AgencyView
+from broker.core.clock import Clock, age_on, dutch_date, system_clock, to_ns
+from broker.core.errors import ErrorCode, Forbidden, InvalidRequest
+from broker.core.protocols import (
+    FetchedItem,
+    FetchItem,
+    FetchRequest,
+    PartnerAdapter,
+    PersonRecord,
+    PolicyEngine,
+    SubjectRegister,
+)
+from broker.core.types import (
+    Decision,
+    ItemStatus,
+    PolicyInput,
+    RequestedItem,
+    ResponseForm,
+    SubjectFacts,
+    SubjectKind,
+)
+from broker.crypto.jose import Sealer
+from broker.crypto.keys import Pseudonymizer
+from broker.exchange.models import DecisionRecord, Exchange
+from broker.exchange.schemas import (
+    AgreementRef,
+    ExchangeRequest,
+    ExchangeResponse,
+    ItemOut,
+    LegalBasisOut,
+)
+from broker.policy.explain import explain
+from broker.policy.loader import PolicySet
+from broker.security.tokens import Principal
+
+log = structlog.get_logger("exchange")
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One decided pair, with what the broker needs to fetch and answer it."""
+
+    element: str
+    bsn: str
+    kind: SubjectKind
+    key: str
+
+
+class ExchangeService:
+    def __init__(
+        self,
+        *,
+        engine: PolicyEngine,
+        policy_set: PolicySet,
+        directory: AgencyDirectory,
+        register: SubjectRegister,
+        adapters: dict[str, PartnerAdapter],
+        audit: AuditWriter,
+        pseudonymizer: Pseudonymizer,
+        sealer: Sealer,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._engine = engine
+        self.policy_set = policy_set
+        self._directory = directory
+        self._register = register
+        self._adapters = adapters
+        self._audit = audit
+        self._pseudo = pseudonymizer
+        self._sealer = sealer
+        self._clock = clock
+
+    async def handle(
+        self, principal: Principal, request: ExchangeRequest, request_id: str
+    ) -> ExchangeResponse:
+        elements = self.policy_set.reference.elements
+        for i, element in enumerate(request.elements):
+            if element not in elements:
+                raise InvalidRequest(
+                    "Unknown data element", field=f"elements[{i}]", code=ErrorCode.UNKNOWN_ELEMENT
+                )
+        requester = await self._directory.get(principal.oin)
+        if requester is None or not requester.active:
+            raise Forbidden("The requesting agency is not active")
+        encryption_key = requester.encryption_key()
+        if encryption_key is None:
+            raise Forbidden("The requesting agency has no encryption key")
+        provider = await self._resolve_provider(request)
+
+        now = self._clock()
+        today = dutch_date(now)
+        bsns = list(dict.fromkeys(request.subjects))
+        records = await self._register.lookup(bsns)
+
+        subjects: dict[str, SubjectFacts] = {}
+        items: list[_Item] = []
+        seen: set[tuple[str, str]] = set()
+        for element_id in request.elements:
+            kind = elements[element_id].subject_kind
+            for bsn in bsns:
+                key = self._subject(bsn, kind, records.get(bsn), today, subjects)
+                if (element_id, key) in seen:
+                    continue
+                seen.add((element_id, key))
+                items.append(_Item(element=element_id, bsn=bsn, kind=kind, key=key))
+
+        policy_input = PolicyInput(
+            agreement=request.agreement_id,
+            purpose=request.purpose_id,
+            provider=provider.party_type,
+            recipient=requester.party_type,
+            request_time_ns=to_ns(now),
+            request_date=today,
+            context=request.context,
+            subjects=tuple(subjects.values()),
+            items=tuple(RequestedItem(element=i.element, subject=i.key) for i in items),
+        )
+        decision = await self._engine.decide(policy_input)
+
+        exchange_id = str(uuid.uuid4())
+        response_form = decision.obligations.response_form
+        fetched = await self._fetch(
+            provider, decision, items, request, exchange_id, request_id, requester
+        )
+
+        statuses: list[ItemStatus] = []
+        released: list[dict[str, Any]] = []
+        for item, decided in zip(items, decision.items, strict=True):
+            if not decided.allowed:
+                statuses.append(ItemStatus.DENIED)
+                continue
+            got = fetched.get((item.element, item.bsn))
+            status = got.status if got else ItemStatus.UNAVAILABLE
+            statuses.append(status)
+            if got is not None and status is ItemStatus.RELEASED:
+                value = bool(got.value) if response_form is ResponseForm.BOOLEAN_ONLY else got.value
+                released.append({"element": item.element, "subject": item.bsn, "value": value})
+
+        audit_records, rows = self._records(
+            principal, requester, provider, request, request_id, exchange_id, decision,
+            policy_input, items, statuses, now,
+        )
+        indices = await self._audit.append(audit_records, rows)
+
+        payload = None
+        if released:
+            payload = self._sealer.seal(
+                requester.oin, encryption_key, {"exchange_id": exchange_id, "items": released}
+            )
+        log.info(
+            "exchange.completed",
+            exchange_id=exchange_id,
+            decision_id=decision.decision_id,
+            agreement=request.agreement_id,
+            purpose=request.purpose_id,
+            items=len(items),
+            released=len(released),
+        )
+        return self._response(
+            request, request_id, exchange_id, decision, items, statuses, indices, payload,
+            requester, provider,
+        )
+
+    async def _resolve_provider(self, request: ExchangeRequest) -> AgencyView:
+        ref = request.provider
+        if ref.oin is not None:
+            agency = await self._directory.get(ref.oin)
+            if agency is None or not agency.active:
+                raise InvalidRequest(
+                    "No active agency with this OIN", field="provider.oin",
+                    code=ErrorCode.UNKNOWN_PROVIDER,
+                )
+            return agency
+        assert ref.party is not None  # guaranteed by ProviderRef
+        candidates = await self._directory.providers_of(ref.party)
+        if not candidates:
+            raise InvalidRequest(
+                "No active agency of this party type", field="provider.party",
+                code=ErrorCode.UNKNOWN_PROVIDER,
+            )
+        if len(candidates) > 1:
+            raise InvalidRequest(
+                "Several agencies of this party type; name one by OIN", field="provider.party",
+                code=ErrorCode.AMBIGUOUS_PROVIDER,
+            )
+        return candidates[0]
+
+    def _subject(
+        self,
+        bsn: str,
+        kind: SubjectKind,
+        record: PersonRecord | None,
+        today: Any,
+        subjects: dict[str, SubjectFacts],
+    ) -> str:
+        if kind is SubjectKind.HOUSEHOLD:
+            household = record.household_id if record and record.household_id else f"of:{bsn}"
+            key = self._pseudo.household(household)
+            subjects.setdefault(key, SubjectFacts(key=key, kind=SubjectKind.HOUSEHOLD))
+            return key
+        key = self._pseudo.person(bsn)
+        if key not in subjects:
+            birth = record.birth_date if record else None
+            subjects[key] = SubjectFacts(
+                key=key,
+                kind=SubjectKind.PERSON,
+                birth_date=birth,
+                age=age_on(birth, today) if birth else None,
+                authority_holders=tuple(
+                    self._pseudo.person(h) for h in (record.authority_holder_bsns if record else ())
+                ),
+            )
+        return key
+
+    async def _fetch(
+        self,
+        provider: AgencyView,
+        decision: Decision,
+        items: list[_Item],
+        request: ExchangeRequest,
+        exchange_id: str,
+        request_id: str,
+        requester: AgencyView,
+    ) -> dict[tuple[str, str], FetchedItem]:
+        allowed = [
+            FetchItem(element=i.element, bsn=i.bsn, subject_kind=i.kind)
+            for i, d in zip(items, decision.items, strict=True)
+            if d.allowed
+        ]
+        if not allowed:
+            return {}
+        adapter = self._adapters.get(provider.adapter_kind)
+        if adapter is None or not provider.endpoint_url:
+            return {}
+        fetch_request = FetchRequest(
+            exchange_id=exchange_id,
+            request_id=request_id,
+            agreement_id=request.agreement_id,
+            purpose_id=request.purpose_id,
+            recipient_party=requester.party_type,
+            response_form=decision.obligations.response_form,
+            items=tuple(allowed),
+        )
+        asked = {(a.element, a.bsn) for a in allowed}
+        results = await adapter.fetch(provider.endpoint_url, fetch_request)
+        # Source-side filtering is the adapter's job; the broker checks it again.
+        return {(r.element, r.bsn): r for r in results if (r.element, r.bsn) in asked}
+
+    def _records(
+        self,
+        principal: Principal,
+        requester: AgencyView,
+        provider: AgencyView,
+        request: ExchangeRequest,
+        request_id: str,
+        exchange_id: str,
+        decision: Decision,
+        policy_input: PolicyInput,
+        items: list[_Item],
+        statuses: list[ItemStatus],
+        now: Any,
+    ) -> tuple[list[AuditRecord], list[Any]]:
+        common = {
+            "request_id": request_id,
+            "exchange_id": exchange_id,
+            "decision_id": decision.decision_id,
+            "requester": requester.oin,
+            "recipient_party": requester.party_type,
+            "provider": provider.oin,
+            "provider_party": provider.party_type,
+            "purpose": request.purpose_id,
+            "agreement": {
+                "id": decision.agreement_id,
+                "version": decision.agreement_version,
+                "hash": decision.agreement_hash,
+            },
+            "bundle": decision.bundle_hash,
+            "engine": decision.engine,
+        }
+        records: list[AuditRecord] = []
+        released_items: list[dict[str, Any]] = []
+        for item, decided, status in zip(items, decision.items, statuses, strict=True):
+            body = dict(
+                common,
+                subject=item.key,
+                subject_kind=item.kind.value,
+                element=item.element,
+                outcome=decided.outcome.value,
+                reason=decided.reason.value,
+                legal_basis=list(decided.legal_basis_ids),
+                consent_id=decided.consent_id,
+                acute_declaration_id=decided.acute_declaration_id,
+            )
+            records.append(
+                AuditRecord(
+                    kind="decision", body=body, exchange_id=exchange_id, subject_key=item.key,
+                    element=item.element, outcome=decided.outcome.value,
+                )
+            )
+            if decided.allowed:
+                released_items.append(
+                    {"subject": item.key, "element": item.element, "status": status.value}
+                )
+        if released_items:
+            records.append(
+                AuditRecord(
+                    kind="release",
+                    body=dict(common, items=released_items,
+                              response_form=decision.obligations.response_form.value),
+                    exchange_id=exchange_id,
+                )
+            )
+        allowed_count = sum(1 for d in decision.items if d.allowed)
+        released_count = sum(1 for s in statuses if s is ItemStatus.RELEASED)
+        rows = [
+            (
+                Exchange.__table__,
+                {
+                    "id": exchange_id,
+                    "request_id": request_id,
+                    "created_at": now,
+                    "requester_oin": principal.oin,
+                    "recipient_party": requester.party_type,
+                    "provider_oin": provider.oin,
+                    "provider_party": provider.party_type,
+                    "agreement_id": request.agreement_id,
+                    "agreement_version": decision.agreement_version,
+                    "purpose_id": request.purpose_id,
+                    "case_reference": request.case_reference,
+                    "decision_id": decision.decision_id,
+                    "item_count": len(items),
+                    "allowed_count": allowed_count,
+                    "released_count": released_count,
+                },
+            ),
+            (
+                DecisionRecord.__table__,
+                {
+                    "id": decision.decision_id,
+                    "exchange_id": exchange_id,
+                    "created_at": now,
+                    "engine": decision.engine,
+                    "bundle_hash": decision.bundle_hash,
+                    "agreement_id": decision.agreement_id,
+                    "agreement_version": decision.agreement_version,
+                    "agreement_hash": decision.agreement_hash,
+                    "input": policy_input.to_document(),
+                    "result": {
+                        "items": [
+                            {
+                                "element": d.element,
+                                "subject": d.subject,
+                                "reason": d.reason.value,
+                                "legal_basis_ids": list(d.legal_basis_ids),
+                                "consent_id": d.consent_id,
+                                "acute_declaration_id": d.acute_declaration_id,
+                            }
+                            for d in decision.items
+                        ],
+                        "obligations": {
+                            "response_form": decision.obligations.response_form.value,
+                            "retention": decision.obligations.retention,
+                        },
+                    },
+                },
+            ),
+        ]
+        return records, rows
+
+    def _response(
+        self,
+        request: ExchangeRequest,
+        request_id: str,
+        exchange_id: str,
+        decision: Decision,
+        items: list[_Item],
+        statuses: list[ItemStatus],
+        indices: list[int],
+        payload: str | None,
+        requester: AgencyView,
+        provider: AgencyView,
+    ) -> ExchangeResponse:
+        bases = self.policy_set.reference.legal_bases
+        out = [
+            ItemOut(
+                element=item.element,
+                subject=item.bsn,
+                subject_kind=item.kind.value,
+                outcome=decided.outcome,
+                reason=decided.reason,
+                status=status,
+                legal_basis=[
+                    LegalBasisOut(id=b, citation=bases[b].citation if b in bases else b)
+                    for b in decided.legal_basis_ids
+                ],
+                consent_id=decided.consent_id,
+                acute_declaration_id=decided.acute_declaration_id,
+                explanation=explain(
+                    decided,
+                    agreement_id=request.agreement_id,
+                    purpose_id=request.purpose_id,
+                    recipient=requester.party_type,
+                    provider=provider.party_type,
+                    policy_set=self.policy_set,
+                ),
+            )
+            for item, decided, status in zip(items, decision.items, statuses, strict=True)
+        ]
+        return ExchangeResponse(
+            exchange_id=exchange_id,
+            decision_id=decision.decision_id,
+            request_id=request_id,
+            agreement=AgreementRef(
+                id=decision.agreement_id,
+                version=decision.agreement_version,
+                content_hash=decision.agreement_hash,
+            ),
+            purpose_id=request.purpose_id,
+            policy_bundle=decision.bundle_hash,
+            response_form=decision.obligations.response_form,
+            retention=decision.obligations.retention,
+            audit_indices=indices,
+            items=out,
+            payload=payload,
+        )

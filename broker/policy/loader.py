@@ -1,0 +1,173 @@
+"""Loads the policy set: agreements (YAML + Rego) and the shared Rego library.
+
+An agreement is a folder ``policies/agreements/<id>/`` with ``agreement.yaml``
+(what is allowed: purposes, parties, whitelists, legal bases, consent rule) and
+``policy.rego`` (the preconditions and acute-danger evidence, in package
+``agreements.<id with underscores>``). The generic decision procedure lives once
+in ``policies/lib/``. The loader turns the YAML into the data document
+``data.broker.agreements`` that the Rego library reads, and hashes everything
+into a bundle hash that every decision names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from broker.core.canonical import canonical_json, sha256_hex
+from broker.core.errors import PolicyInvalid
+from broker.reference import ReferenceData
+
+DECISION_QUERY = "x = data.broker.decision.result"
+DECISION_PATH = "broker/decision/result"
+
+_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$"
+)
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds in an ISO 8601 duration of days/hours/minutes/seconds (e.g. PT72H)."""
+    m = _DURATION.match(text)
+    if not m or text in {"P", "PT"}:
+        raise ValueError(f"unsupported ISO 8601 duration {text!r}")
+    d, h, mi, s = (int(m.group(g) or 0) for g in ("d", "h", "m", "s"))
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
+def rego_package(agreement_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", agreement_id)
+
+
+def _plain(value: Any) -> Any:
+    """YAML values as JSON values (dates become ISO strings)."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    id: str
+    version: str
+    folder: Path
+    source: dict[str, Any]  # agreement.yaml as JSON values
+    rego_path: Path | None
+    rego_source: str
+    content_hash: str
+
+    @property
+    def purposes(self) -> dict[str, dict[str, Any]]:
+        return {p["id"]: p for p in self.source.get("purposes", [])}
+
+    def data_document(self) -> dict[str, Any]:
+        doc = dict(self.source)
+        purposes: dict[str, Any] = {}
+        for pid, p in self.purposes.items():
+            purpose = dict(p)
+            acute = purpose.get("acute_danger")
+            if isinstance(acute, dict):
+                acute = dict(acute)
+                acute["max_duration_ns"] = duration_seconds(
+                    str(acute.get("max_duration", "PT0S"))
+                ) * 1_000_000_000
+                purpose["acute_danger"] = acute
+            purposes[pid] = purpose
+        doc["purposes"] = purposes
+        doc["rego_package"] = rego_package(self.id)
+        doc["content_hash"] = self.content_hash
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    """An immutable, hashed snapshot of every policy file the engine compiles."""
+
+    root: Path
+    reference: ReferenceData
+    agreements: dict[str, Agreement]
+    library: dict[str, str]  # relative path -> Rego source
+    bundle_hash: str
+
+    def modules(self) -> dict[str, str]:
+        mods = dict(self.library)
+        for a in self.agreements.values():
+            if a.rego_path is not None:
+                mods[str(a.rego_path.relative_to(self.root))] = a.rego_source
+        return mods
+
+    def data_document(self) -> dict[str, Any]:
+        return {
+            "broker": {
+                "agreements": {a.id: a.data_document() for a in self.agreements.values()}
+            }
+        }
+
+
+def load_agreement(folder: Path) -> Agreement:
+    yaml_path = folder / "agreement.yaml"
+    try:
+        with yaml_path.open(encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as exc:
+        raise PolicyInvalid(f"{yaml_path}: cannot read agreement ({type(exc).__name__})") from exc
+    if not isinstance(raw, dict) or "id" not in raw:
+        raise PolicyInvalid(f"{yaml_path}: not an agreement (no id)")
+    source = _plain(raw)
+    rego_path = folder / "policy.rego"
+    rego_source = rego_path.read_text(encoding="utf-8") if rego_path.exists() else ""
+    content_hash = "sha256:" + sha256_hex(
+        canonical_json({"agreement": source, "rego": rego_source})
+    )
+    return Agreement(
+        id=str(source["id"]),
+        version=str(source.get("version", "")),
+        folder=folder,
+        source=source,
+        rego_path=rego_path if rego_path.exists() else None,
+        rego_source=rego_source,
+        content_hash=content_hash,
+    )
+
+
+def load_policy_set(root: Path) -> PolicySet:
+    """Reads every agreement folder and the shared library under ``root``."""
+    root = root.resolve()
+    reference = ReferenceData.load(root)
+    agreements: dict[str, Agreement] = {}
+    for folder in sorted((root / "agreements").iterdir()):
+        if not (folder / "agreement.yaml").exists():
+            continue
+        agreement = load_agreement(folder)
+        if agreement.id in agreements:
+            raise PolicyInvalid(f"{folder}: duplicate agreement id {agreement.id}")
+        agreements[agreement.id] = agreement
+    library = {
+        str(p.relative_to(root)): p.read_text(encoding="utf-8")
+        for p in sorted((root / "lib").glob("*.rego"))
+        if not p.name.endswith("_test.rego")
+    }
+    bundle_hash = "sha256:" + sha256_hex(
+        canonical_json(
+            {
+                "library": library,
+                "agreements": {a.id: a.content_hash for a in agreements.values()},
+            }
+        )
+    )
+    return PolicySet(
+        root=root,
+        reference=reference,
+        agreements=agreements,
+        library=library,
+        bundle_hash=bundle_hash,
+    )

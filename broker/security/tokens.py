@@ -1,0 +1,177 @@
+"""OAuth 2.0 client credentials with private_key_jwt (RFC 7523) and the
+broker's short-lived access tokens.
+
+Every failure raises AuthenticationFailed, rendered with one generic message
+so a caller learns nothing about which check failed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from broker.agencies.service import AgencyDirectory, AgencyView
+from broker.core.errors import AuthenticationFailed, ErrorCode, StorageUnavailable
+from broker.crypto.keys import BrokerKeyring
+from broker.db.session import Database
+from broker.security.models import UsedAssertion
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ALLOWED_ALGS = ("EdDSA", "ES256")
+LEEWAY_SECONDS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated agency behind an access token."""
+
+    oin: str
+    party_type: str
+    token_id: str
+
+
+class TokenService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        directory: AgencyDirectory,
+        keyring: BrokerKeyring,
+        issuer: str,
+        token_endpoint: str,
+        ttl_seconds: int = 300,
+        assertion_max_lifetime: int = 300,
+    ) -> None:
+        self._db = db
+        self._directory = directory
+        self._keyring = keyring
+        self._issuer = issuer
+        self._audience = issuer.rstrip("/") + "/v1"
+        self._token_endpoint = token_endpoint
+        self._ttl = ttl_seconds
+        self._max_lifetime = assertion_max_lifetime
+
+    @property
+    def ttl(self) -> int:
+        return self._ttl
+
+    async def exchange_assertion(self, form: dict[str, str]) -> dict[str, Any]:
+        """Handles a token request body; returns the RFC 6749 token response."""
+        if form.get("grant_type") != "client_credentials":
+            raise AuthenticationFailed(ErrorCode.INVALID_CLIENT)
+        if form.get("client_assertion_type") != ASSERTION_TYPE:
+            raise AuthenticationFailed(ErrorCode.INVALID_CLIENT)
+        assertion = form.get("client_assertion", "")
+        agency, claims = await self._verify_assertion(assertion)
+        if form.get("client_id") not in (None, agency.oin):
+            raise AuthenticationFailed(ErrorCode.INVALID_CLIENT)
+        await self._consume_jti(agency.oin, str(claims["jti"]), int(claims["exp"]))
+        now = int(time.time())
+        token = jwt.encode(
+            {
+                "iss": self._issuer,
+                "aud": self._audience,
+                "sub": agency.oin,
+                "party": agency.party_type,
+                "iat": now,
+                "exp": now + self._ttl,
+                "jti": str(uuid.uuid4()),
+                "scope": "exchange",
+            },
+            self._keyring.signing_key(),
+            algorithm=self._keyring.active_alg,
+            headers={"kid": self._keyring.active_kid, "typ": "at+jwt"},
+        )
+        return {"access_token": token, "token_type": "Bearer", "expires_in": self._ttl,
+                "scope": "exchange"}
+
+    async def _verify_assertion(self, assertion: str) -> tuple[AgencyView, dict[str, Any]]:
+        try:
+            header = jwt.get_unverified_header(assertion)
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise AuthenticationFailed(ErrorCode.INVALID_CLIENT) from exc
+        if header.get("alg") not in ALLOWED_ALGS:
+            raise AuthenticationFailed(ErrorCode.INVALID_CLIENT)
+        issuer = unverified.get("iss")
+        if not isinstance(issuer, str) or unverified.get("sub") != issuer:
+            raise AuthenticationFailed(ErrorCode.INVALID_CLIENT)
+        agency = await self._directory.get(issuer)
+        if agency is None or not agency.active:
+            raise AuthenticationFailed(ErrorCode.INVALID_CLIENT)
+        kid = header.get("kid")
+        candidates = [
+            k for k in agency.signing_keys()
+            if (kid is None or k.kid == kid) and k.alg == header["alg"]
+        ]
+        for key in candidates:
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    assertion,
+                    jwt.PyJWK(key.jwk).key,
+                    algorithms=[key.alg],
+                    audience=self._token_endpoint,
+                    issuer=agency.oin,
+                    leeway=LEEWAY_SECONDS,
+                    options={"require": ["iss", "sub", "aud", "exp", "jti"]},
+                )
+            except jwt.PyJWTError:
+                continue
+            now = time.time()
+            if int(claims["exp"]) > now + self._max_lifetime + LEEWAY_SECONDS:
+                raise AuthenticationFailed(ErrorCode.INVALID_CLIENT)
+            iat = claims.get("iat")
+            if iat is not None and float(iat) > now + LEEWAY_SECONDS:
+                raise AuthenticationFailed(ErrorCode.INVALID_CLIENT)
+            jti = claims["jti"]
+            if not isinstance(jti, str) or not 8 <= len(jti) <= 256:
+                raise AuthenticationFailed(ErrorCode.INVALID_CLIENT)
+            return agency, claims
+        raise AuthenticationFailed(ErrorCode.INVALID_CLIENT)
+
+    async def _consume_jti(self, issuer: str, jti: str, exp: int) -> None:
+        """Records the assertion id; a second use (at any instance) is refused."""
+        expires = datetime.fromtimestamp(exp + LEEWAY_SECONDS, UTC)
+        try:
+            async with self._db.sessions() as session:
+                session.add(UsedAssertion(issuer=issuer, jti=jti, expires_at=expires))
+                try:
+                    await session.commit()
+                except IntegrityError as exc:
+                    raise AuthenticationFailed(ErrorCode.INVALID_CLIENT) from exc
+                await session.execute(
+                    delete(UsedAssertion).where(UsedAssertion.expires_at < datetime.now(UTC))
+                )
+                await session.commit()
+        except SQLAlchemyError as exc:
+            raise StorageUnavailable() from exc
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """Verifies a Bearer access token and that its agency is still active."""
+        if not authorization or not authorization.startswith("Bearer "):
+            raise AuthenticationFailed()
+        token = authorization.removeprefix("Bearer ").strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keyring.verification_key(str(header.get("kid")))
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=list(ALLOWED_ALGS),
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["sub", "exp", "jti"]},
+            )
+        except Exception as exc:  # noqa: BLE001 - any token fault is the same 401
+            raise AuthenticationFailed() from exc
+        agency = await self._directory.get(str(claims["sub"]))
+        if agency is None or not agency.active:
+            raise AuthenticationFailed()
+        return Principal(oin=agency.oin, party_type=agency.party_type, token_id=claims["jti"])

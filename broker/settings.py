@@ -1,0 +1,86 @@
+"""The broker's one settings object (environment variables with prefix BROKER_)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class EngineKind(StrEnum):
+    EMBEDDED = "embedded"
+    OPA = "opa"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    public_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Base URL partners use; the token endpoint audience is {public_url}/oauth/token",
+    )
+    database_url: str = Field(default=f"sqlite:///{PROJECT_ROOT / 'var' / 'broker.db'}")
+    database_pool_size: int = 10
+    keys_dir: Path = PROJECT_ROOT / "var" / "keys"
+    policy_dir: Path = PROJECT_ROOT / "policies"
+    policy_engine: EngineKind = EngineKind.EMBEDDED
+    policy_threads: int = 2
+    opa_url: str | None = None
+    register_url: str = "http://127.0.0.1:9100"
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for subject pseudonyms; generated into keys_dir in development",
+    )
+    access_token_ttl_seconds: int = 300
+    assertion_max_lifetime_seconds: int = 300
+    max_body_bytes: int = 256 * 1024
+    max_items_per_request: int = 500
+    adapter_timeout_seconds: float = 2.0
+    adapter_retries: int = 2
+    register_timeout_seconds: float = 2.0
+    audit_batch_max: int = 512
+    log_format: str = "console"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _production_refuses_placeholders(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            if self.pseudonym_key is None or len(self.pseudonym_key.get_secret_value()) < 32:
+                raise ValueError(
+                    "BROKER_PSEUDONYM_KEY must be set (32+ characters) in production"
+                )
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("production needs PostgreSQL (BROKER_DATABASE_URL)")
+        if self.policy_engine is EngineKind.OPA and not self.opa_url:
+            raise ValueError("BROKER_OPA_URL is required when BROKER_POLICY_ENGINE=opa")
+        return self
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.public_url.rstrip("/") + "/oauth/token"
+
+    @property
+    def async_database_url(self) -> str:
+        url = self.database_url
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+        if url.startswith("postgresql://"):
+            return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return url
+
+    @property
+    def sync_database_url(self) -> str:
+        url = self.database_url
+        if url.startswith("postgresql://"):
+            return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return url

@@ -1,0 +1,295 @@
+# Generic decision procedure shared by every sharing agreement.
+#
+# Agreements are data (data.broker.agreements[<id>], built from each agreement.yaml)
+# plus a small Rego module per agreement (package agreements.<rego_package>) that
+# states the preconditions and the acute-danger evidence rule. This module decides,
+# per requested item (element x subject), following the normative procedure:
+#   1 agreement in force, 2 purpose known, 3 parties fit (incl. acute mode),
+#   4 element allowed, 5 preconditions, 6 consent / basis, 7 shape.
+# The first failing step gives the reason code. Times arrive as integer
+# nanoseconds since the epoch and the request date as an ISO date string, both
+# computed by the broker, so no time parsing happens here.
+package broker.decision
+
+import rego.v1
+
+agreement := data.broker.agreements[input.agreement]
+
+agreement_doc := object.get(data.broker.agreements, input.agreement, {})
+
+purpose := agreement.purposes[input.purpose]
+
+# rego-cpp does not resolve a dynamic reference to a whole package, so the
+# agreement's own rules are always referenced down to the rule name.
+pkg := agreement.rego_package
+
+satisfied_preconditions := data.agreements[pkg].precondition
+
+evidence_present if data.agreements[pkg].acute_evidence
+
+in_force if {
+	agreement.status == "active"
+	agreement.valid_from <= input.request_date
+	input.request_date <= agreement.valid_until
+}
+
+# ---------------------------------------------------------------- acute danger
+acute := purpose.acute_danger
+
+declaration := input.acute_declaration
+
+declaration_matches if {
+	declaration.agreement == input.agreement
+	declaration.purpose == input.purpose
+}
+
+declaration_valid if {
+	declaration_matches
+	declaration.declared_by in acute.declarable_by
+	evidence_present
+	input.request_time_ns >= declaration.declared_at_ns
+	input.request_time_ns < declaration.declared_at_ns + acute.max_duration_ns
+}
+
+declaration_expired if {
+	declaration_matches
+	declaration.declared_by in acute.declarable_by
+	evidence_present
+	input.request_time_ns >= declaration.declared_at_ns + acute.max_duration_ns
+}
+
+# ---------------------------------------------------------------- step 3
+provider_fits if input.provider in purpose.providers
+
+recipient_regular if input.recipient in purpose.recipients
+
+recipient_acute_only if {
+	not recipient_regular
+	input.recipient in acute.additional_recipients
+}
+
+acute_mode if {
+	recipient_acute_only
+	declaration_valid
+}
+
+parties_fit if {
+	provider_fits
+	recipient_regular
+}
+
+parties_fit if {
+	provider_fits
+	acute_mode
+}
+
+parties_reason := "deny_break_glass_expired" if {
+	provider_fits
+	recipient_acute_only
+	declaration_expired
+} else := "deny_purpose_mismatch"
+
+# ---------------------------------------------------------------- step 4
+whitelist := acute.allowed_elements[input.recipient] if acute_mode
+
+else := purpose.allowed_elements[input.recipient]
+
+element_allowed(element) if element in whitelist
+
+# ---------------------------------------------------------------- step 5
+# Evaluated once per request, over the request as a whole.
+failed_preconditions contains p.id if {
+	some p in purpose.preconditions
+	not p.id in satisfied_preconditions
+}
+
+preconditions_hold if count(failed_preconditions) == 0
+
+# ---------------------------------------------------------------- step 6
+subject_facts(key) := s if {
+	some s in input.subjects
+	s.key == key
+}
+
+covers(c, item) if {
+	c.subject == item.subject
+	c.agreement == input.agreement
+	c.purpose == input.purpose
+	c.given_at_ns <= input.request_time_ns
+	narrowed_ok(c, "elements", item.element)
+	narrowed_ok(c, "recipients", input.recipient)
+}
+
+narrowed_ok(c, field, _) if not c[field]
+
+narrowed_ok(c, field, value) if value in c[field]
+
+candidates(item) := [c | some c in input.consents; covers(c, item)]
+
+withdrawn(c) if {
+	c.withdrawn_at_ns != null
+	c.withdrawn_at_ns <= input.request_time_ns
+}
+
+# The most recent candidate record that is not withdrawn at the request time,
+# or, when every candidate is withdrawn, the most recent withdrawn one.
+live(item) := [c | some c in candidates(item); not withdrawn(c)]
+
+# Most recent by given_at; equal times are broken by the larger record id (and
+# then by position) so that exactly one record is chosen. Without the tie-break
+# two records given at the same instant made this function conflict, and the
+# engine returned no decision at all.
+latest(cs) := cs[i] if {
+	ranked := sort([[c.given_at_ns, c.id, j] | some j; c := cs[j]])
+	i := ranked[count(ranked) - 1][2]
+}
+
+considered(item) := latest(live(item)) if count(live(item)) > 0
+
+else := latest(candidates(item)) if count(candidates(item)) > 0
+
+age_band(age) := "age_0_11" if age < 12
+
+else := "age_12_15" if age < 16
+
+else := "age_16_17" if age < 18
+
+else := "age_18_plus"
+
+default_consent_rule := {
+	"age_0_11": ["all_authority_holders"],
+	"age_12_15": ["child", "all_authority_holders"],
+	"age_16_17": ["child"],
+	"age_18_plus": ["subject"],
+}
+
+consent_rule := agreement.consent_rule if agreement.consent_rule
+
+else := default_consent_rule
+
+# The givers a record needs follow the consent rule's band for the subject's age
+# on the request date. A subject whose age is unknown (or a household) has no
+# band, so its consent is never complete (fails closed).
+consent_band(facts) := consent_rule[age_band(facts.age)] if is_number(facts.age)
+
+consent_complete(c, facts) if {
+	band := consent_band(facts)
+	count(band) > 0
+	given := {g | some g in c.given_by}
+	every kind in band {
+		giver_satisfied(kind, facts, given)
+	}
+}
+
+giver_satisfied("child", facts, given) if facts.key in given
+
+giver_satisfied("subject", facts, given) if facts.key in given
+
+# Every holder of authority; a minor without known holders cannot be complete.
+giver_satisfied("all_authority_holders", facts, given) if {
+	count(facts.authority_holders) > 0
+	every h in facts.authority_holders {
+		h in given
+	}
+}
+
+giver_satisfied("any_authority_holder", facts, given) if {
+	some h in facts.authority_holders
+	h in given
+}
+
+consent_outcome(item) := ["deny_consent_missing", null] if {
+	count(candidates(item)) == 0
+} else := ["deny_consent_withdrawn", c.id] if {
+	c := considered(item)
+	withdrawn(c)
+} else := ["allow_consent", c.id] if {
+	c := considered(item)
+	consent_complete(c, subject_facts(item.subject))
+} else := ["deny_consent_incomplete", c.id] if {
+	c := considered(item)
+}
+
+break_glass_applies(item) if {
+	declaration_valid
+	item.subject in declaration.subjects
+	item.element in acute.allowed_elements[input.recipient]
+}
+
+basis_outcome(item) := ["allow_statutory_basis", null, null] if {
+	purpose.consent == "not_required_with_basis"
+} else := [r[0], r[1], null] if {
+	purpose.consent == "required"
+	r := consent_outcome(item)
+} else := ["allow_consent", r[1], null] if {
+	purpose.consent == "required_unless_acute_danger"
+	r := consent_outcome(item)
+	r[0] == "allow_consent"
+} else := ["allow_break_glass", null, declaration.id] if {
+	purpose.consent == "required_unless_acute_danger"
+	break_glass_applies(item)
+} else := [r[0], r[1], null] if {
+	purpose.consent == "required_unless_acute_danger"
+	r := consent_outcome(item)
+}
+
+# ---------------------------------------------------------------- decision
+step_reason(item) := ["deny_agreement_not_in_force", null, null] if {
+	not in_force
+} else := ["deny_unknown_purpose", null, null] if {
+	not purpose
+} else := [parties_reason, null, null] if {
+	not parties_fit
+} else := ["deny_element_not_allowed", null, null] if {
+	not element_allowed(item.element)
+} else := ["deny_precondition_failed", null, null] if {
+	not preconditions_hold
+} else := basis_outcome(item)
+
+decide(item) := {
+	"element": item.element,
+	"subject": item.subject,
+	"outcome": outcome,
+	"reason": r[0],
+	"consent_id": r[1],
+	"acute_declaration_id": r[2],
+	"legal_basis_ids": bases,
+	"failed_preconditions": failed,
+} if {
+	r := step_reason(item)
+	outcome := outcome_of(r[0])
+	bases := legal_bases(outcome)
+	failed := failed_for(r[0])
+}
+
+outcome_of(reason) := "allow" if startswith(reason, "allow_")
+
+else := "deny"
+
+legal_bases("allow") := purpose.legal_basis_ids
+
+legal_bases("deny") := []
+
+failed_for("deny_precondition_failed") := sort(failed_preconditions)
+
+failed_for(reason) := [] if reason != "deny_precondition_failed"
+
+obligations := {
+	"response_form": object.get(purpose, "response_form", "full"),
+	"retention": object.get(purpose, "retention", null),
+} if purpose
+
+else := {"response_form": "full", "retention": null}
+
+result := {
+	"agreement_id": input.agreement,
+	"agreement_version": object.get(agreement_doc, "version", null),
+	"agreement_hash": object.get(agreement_doc, "content_hash", null),
+	"acute_mode": acute_mode_flag,
+	"obligations": obligations,
+	"items": [decide(item) | some item in input.items],
+}
+
+acute_mode_flag := true if acute_mode
+
+else := false

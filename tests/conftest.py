@@ -1,0 +1,229 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases, the simulated partner
+systems as a separate process, and the broker served over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import uvicorn
+from sqlalchemy import create_engine, text
+
+from broker.agencies.service import AgencyService
+from broker.app import Services, create_app
+from broker.crypto.keys import generate_jwk, public_only
+from broker.db.migrate import upgrade
+from broker.db.models import Base
+from broker.db.session import Database
+from broker.partner_kit import PartnerClient
+from broker.reference import ReferenceData
+from broker.settings import PROJECT_ROOT, Settings
+
+PG_ADMIN = os.environ.get("BROKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+# Demo-like agencies used across integration tests.
+AGENCIES = {
+    "veilig_thuis": "00000001800006185000",
+    "politie": "00000001800014844000",
+    "raad_kinderbescherming": "00000001800034636000",
+    "ggz": "00000003812345670000",
+    "gemeente_wijkteam": "00000001812345678000",
+    "schuldhulpverlening": "00000003812345700000",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pg_url(dbname: str) -> str:
+    base, _, _ = PG_ADMIN.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"broker_t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _pg_url(name)
+    upgrade(url.replace("postgresql://", "postgresql+psycopg://"))
+    yield url
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'broker.db'}"
+    upgrade(url)
+    return url
+
+
+def clean(url: str) -> None:
+    sync = url.replace("postgresql://", "postgresql+psycopg://")
+    engine = create_engine(sync)
+    with engine.begin() as conn:
+        tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+        if url.startswith("postgresql"):
+            conn.execute(text("TRUNCATE " + ", ".join(tables) + " CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A clean, migrated database: every test using it runs on both backends."""
+    url: str = request.getfixturevalue(f"{'pg' if request.param == 'postgresql' else 'sqlite'}_url")
+    clean(url)
+    return url
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    settings = Settings(database_url=database_url)
+    db = Database(settings.async_database_url)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture(scope="session")
+def simulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The simulated partner systems and population register, as their own process."""
+    ready = tmp_path_factory.mktemp("sim") / "ready.json"
+    port = free_port() + 0
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adapters.simulators",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--base-port",
+            str(port),
+            "--ready-file",
+            str(ready),
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("simulators did not start")
+        time.sleep(0.05)
+    urls: dict[str, Any] = json.loads(ready.read_text())
+    yield urls
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@dataclass
+class RunningBroker:
+    base_url: str
+    services: Services
+    settings: Settings
+
+
+@asynccontextmanager
+async def serve_broker(settings: Settings) -> AsyncIterator[RunningBroker]:
+    port = int(settings.public_url.rsplit(":", 1)[1])
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"
+        )
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("broker did not start")
+        await asyncio.sleep(0.02)
+    try:
+        yield RunningBroker(settings.public_url, app.state.services, settings)
+    finally:
+        server.should_exit = True
+        await task
+
+
+def broker_settings(
+    database_url: str, simulators: dict[str, Any], tmp: Path, **overrides: Any
+) -> Settings:
+    port = free_port()
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "keys_dir": tmp / "keys",
+        "register_url": simulators["brp"],
+        "public_url": f"http://127.0.0.1:{port}",
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def register_partners(
+    settings: Settings, simulators: dict[str, Any], parties: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Registers agencies with fresh keys; returns party -> private JWKS (with oin)."""
+    db = Database(settings.async_database_url)
+    service = AgencyService(db, ReferenceData.load(settings.policy_dir))
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for party, oin in (parties or AGENCIES).items():
+            sig = generate_jwk("Ed25519", use="sig")
+            enc = generate_jwk("X25519", use="enc")
+            await service.add(
+                oin=oin,
+                name=f"Test {party}",
+                party_type=party,
+                jwks={"keys": [public_only(sig), public_only(enc)]},
+                endpoint_url=simulators["parties"].get(party),
+            )
+            out[party] = {"oin": oin, "keys": [sig, enc]}
+    finally:
+        await db.dispose()
+    return out
+
+
+@dataclass
+class Harness:
+    broker: RunningBroker
+    partners: dict[str, dict[str, Any]]
+
+    def client(self, party: str) -> PartnerClient:
+        p = self.partners[party]
+        return PartnerClient(self.broker.base_url, p["oin"], {"keys": p["keys"]})
+
+
+@pytest.fixture
+async def harness(
+    database_url: str, simulators: dict[str, Any], tmp_path: Path
+) -> AsyncIterator[Harness]:
+    settings = broker_settings(database_url, simulators, tmp_path)
+    partners = await register_partners(settings, simulators)
+    async with serve_broker(settings) as broker:
+        yield Harness(broker, partners)
