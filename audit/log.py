@@ -53,7 +53,9 @@ class AuditRecord:
 class CommitUnit:
     records: Sequence[AuditRecord]
     rows: Sequence[tuple[Table, dict[str, Any]]] = ()
-    future: asyncio.Future[list[int]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[list[int]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 def build_entry(record: AuditRecord, *, seq: int, prev: str, ts: datetime) -> bytes:
@@ -130,8 +132,8 @@ class AuditWriter:
                 count += len(unit.records)
             try:
                 results = await self._commit(batch)
-            except Exception as exc:  # noqa: BLE001 - every failure fails the batch closed
-                log.error("audit.commit_failed", error=type(exc).__name__, units=len(batch))
+            except Exception as exc:
+                log.exception("audit.commit_failed", error=type(exc).__name__, units=len(batch))
                 for unit in batch:
                     if not unit.future.done():
                         unit.future.set_exception(AuditUnavailable())

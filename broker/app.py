@@ -100,9 +100,17 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         clock=clock,
     )
     return Services(
-        settings=settings, db=db, keyring=keyring, policy_set=policy_set, engine=engine,
-        directory=directory, register=register, adapters=adapters, audit=audit,
-        tokens=tokens, exchanges=exchanges,
+        settings=settings,
+        db=db,
+        keyring=keyring,
+        policy_set=policy_set,
+        engine=engine,
+        directory=directory,
+        register=register,
+        adapters=adapters,
+        audit=audit,
+        tokens=tokens,
+        exchanges=exchanges,
     )
 
 
@@ -114,8 +122,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings, clock=clock)
         app.state.services = services
-        log.info("broker.started", engine=services.engine.name,
-                 bundle=services.engine.bundle_hash, database=services.db.engine.dialect.name)
+        log.info(
+            "broker.started",
+            engine=services.engine.name,
+            bundle=services.engine.bundle_hash,
+            database=services.db.engine.dialect.name,
+        )
         try:
             yield
         finally:

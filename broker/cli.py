@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -40,8 +41,12 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--migrate/--no-migrate", default=True, show_default=True,
-              help="Run database migrations before starting")
+@click.option(
+    "--migrate/--no-migrate",
+    default=True,
+    show_default=True,
+    help="Run database migrations before starting",
+)
 @click.option("--workers", default=1, show_default=True, type=int)
 def serve(host: str, port: int, migrate: bool, workers: int) -> None:
     """Run the broker API (uvicorn)."""
@@ -53,27 +58,41 @@ def serve(host: str, port: int, migrate: bool, workers: int) -> None:
     if migrate:
         upgrade(settings.sync_database_url)
     uvicorn.run(
-        "broker.app:create_app", factory=True, host=host, port=port, workers=workers,
-        log_level="warning", access_log=False,
+        "broker.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
     )
 
 
 @main.command()
 @click.option("--port", default=8080, show_default=True, type=int, help="Broker port")
-@click.option("--sim-port", default=9100, show_default=True, type=int,
-              help="First port of the simulated partner systems")
-@click.option("--dir", "state_dir", default="var/demo", show_default=True,
-              type=click.Path(path_type=Path), help="Demo state: database, keys, partner keys")
+@click.option(
+    "--sim-port",
+    default=9100,
+    show_default=True,
+    type=int,
+    help="First port of the simulated partner systems",
+)
+@click.option(
+    "--dir",
+    "state_dir",
+    default="var/demo",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Demo state: database, keys, partner keys",
+)
 @click.option("--once", is_flag=True, help="Run the scripted exchanges, then stop")
 def demo(port: int, sim_port: int, state_dir: Path, once: bool) -> None:
     """Start a full demo on the embedded default: SQLite, in-process Rego, demo
     agencies with generated keys, simulated partner systems, scripted exchanges."""
     from broker.demo import run_demo
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_demo(port=port, sim_port=sim_port, state_dir=state_dir, once=once))
-    except KeyboardInterrupt:
-        pass
 
 
 # ----------------------------------------------------------------- database
@@ -127,16 +146,24 @@ def _read_json(path: Path) -> Any:
 @click.option("--oin", required=True, help="Organisation id (OIN, 20 digits)")
 @click.option("--name", required=True)
 @click.option("--party-type", required=True, help="A party id from parties.yaml")
-@click.option("--jwks", "jwks_path", required=True, type=click.Path(path_type=Path),
-              help="Public JWKS with a signing key (Ed25519/P-256) and an encryption key "
-                   "(X25519/P-256)")
+@click.option(
+    "--jwks",
+    "jwks_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Public JWKS with a signing key (Ed25519/P-256) and an encryption key (X25519/P-256)",
+)
 @click.option("--endpoint", default=None, help="Base URL of the partner system (as provider)")
-def agency_add(oin: str, name: str, party_type: str, jwks_path: Path,
-               endpoint: str | None) -> None:
+def agency_add(oin: str, name: str, party_type: str, jwks_path: Path, endpoint: str | None) -> None:
     """Onboard a partner organisation."""
     jwks = _read_json(jwks_path)
-    view = _run(lambda: _with_agencies(lambda s: s.add(
-        oin=oin, name=name, party_type=party_type, jwks=jwks, endpoint_url=endpoint)))
+    view = _run(
+        lambda: _with_agencies(
+            lambda s: s.add(
+                oin=oin, name=name, party_type=party_type, jwks=jwks, endpoint_url=endpoint
+            )
+        )
+    )
     _print_agency(view)
 
 
@@ -172,8 +199,13 @@ def agency_enable(oin: str) -> None:
 
 @agency.command("add-key")
 @click.argument("oin")
-@click.option("--jwk", "jwk_path", required=True, type=click.Path(path_type=Path),
-              help="One public JWK (use sig or enc)")
+@click.option(
+    "--jwk",
+    "jwk_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="One public JWK (use sig or enc)",
+)
 def agency_add_key(oin: str, jwk_path: Path) -> None:
     """Add a key (first step of a rotation)."""
     jwk = _read_json(jwk_path)
@@ -190,8 +222,9 @@ def agency_remove_key(oin: str, kid: str) -> None:
 
 @agency.command("keygen")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--kind", type=click.Choice(["ed25519", "p256"]), default="ed25519",
-              show_default=True)
+@click.option(
+    "--kind", type=click.Choice(["ed25519", "p256"]), default="ed25519", show_default=True
+)
 def agency_keygen(out_dir: Path, kind: str) -> None:
     """Generate a partner key set: private.jwks.json (keep) and public.jwks.json (register)."""
     from broker.crypto.keys import generate_jwk, public_only, write_secret_json

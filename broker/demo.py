@@ -97,13 +97,24 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-async def _start_simulators(state_dir: Path, base_port: int) -> tuple[subprocess.Popen[bytes],
-                                                                     dict[str, Any]]:
+async def _start_simulators(
+    state_dir: Path, base_port: int
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     ready = state_dir / "simulators.json"
     ready.unlink(missing_ok=True)
     proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-        [sys.executable, "-m", "adapters.simulators", "serve", "--host", "127.0.0.1",
-         "--base-port", str(base_port), "--ready-file", str(ready)],
+        [
+            sys.executable,
+            "-m",
+            "adapters.simulators",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--base-port",
+            str(base_port),
+            "--ready-file",
+            str(ready),
+        ],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
@@ -116,8 +127,9 @@ async def _start_simulators(state_dir: Path, base_port: int) -> tuple[subprocess
     return proc, urls
 
 
-async def _register_agencies(settings: Settings, state_dir: Path,
-                             urls: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+async def _register_agencies(
+    settings: Settings, state_dir: Path, urls: dict[str, Any]
+) -> dict[str, tuple[str, dict[str, Any]]]:
     database = Database(settings.async_database_url)
     service = AgencyService(database, ReferenceData.load(settings.policy_dir))
     partners: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -130,11 +142,15 @@ async def _register_agencies(settings: Settings, state_dir: Path,
             private = {"keys": [sig, enc]}
             public = {"keys": [public_only(sig), public_only(enc)]}
             write_secret_json(folder / "private.jwks.json", private)
-            (folder / "public.jwks.json").write_text(json.dumps(public, indent=2),
-                                                     encoding="utf-8")
+            (folder / "public.jwks.json").write_text(json.dumps(public, indent=2), encoding="utf-8")
             (folder / "oin.txt").write_text(oin + "\n", encoding="utf-8")
-            await service.add(oin=oin, name=name, party_type=party, jwks=public,
-                              endpoint_url=urls["parties"].get(party))
+            await service.add(
+                oin=oin,
+                name=name,
+                party_type=party,
+                jwks=public,
+                endpoint_url=urls["parties"].get(party),
+            )
             partners[party] = (oin, private)
     finally:
         await database.dispose()
@@ -153,15 +169,19 @@ async def _script(base_url: str, partners: dict[str, tuple[str, dict[str, Any]]]
                 _say(f"    HTTP {response.status_code}: {body.get('code')} {body.get('detail')}")
                 continue
             for item in body["items"]:
-                _say(f"    {item['element']:<34} {item['outcome']:<5} {item['reason']:<26} "
-                     f"{item['status']}")
+                _say(
+                    f"    {item['element']:<34} {item['outcome']:<5} {item['reason']:<26} "
+                    f"{item['status']}"
+                )
             if body["payload"]:
                 released = client.decrypt(body["payload"])
                 for item in released["items"]:
                     value = json.dumps(item["value"], ensure_ascii=False)
                     _say(f"    decrypted {item['element']}: {value[:90]}")
-            _say(f"    audit entries {body['audit_indices'][0]}..{body['audit_indices'][-1]}, "
-                 f"decision {body['decision_id']}")
+            _say(
+                f"    audit entries {body['audit_indices'][0]}..{body['audit_indices'][-1]}, "
+                f"decision {body['decision_id']}"
+            )
         finally:
             await client.aclose()
 
@@ -186,8 +206,9 @@ async def run_demo(*, port: int, sim_port: int, state_dir: Path, once: bool) -> 
         upgrade(settings.sync_database_url)
         partners = await _register_agencies(settings, state_dir, urls)
         app = create_app(settings)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                               log_level="warning", access_log=False))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        )
         serve_task = asyncio.create_task(server.serve())
         while not server.started:
             if serve_task.done():

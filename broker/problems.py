@@ -57,7 +57,7 @@ def _request_id(request: Request) -> str | None:
     return str(rid) if rid else None
 
 
-def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+def _field(loc: Any) -> str:
     parts = [p for p in loc if p not in ("body", "query", "path", "header")]
     out = ""
     for p in parts:
@@ -98,10 +98,12 @@ def install(app: FastAPI) -> None:
             detail=detail,
             request_id=_request_id(request),
             field=_field(first.get("loc", ("body",))),
-            extra={"errors": [
-                {"field": _field(e.get("loc", ())), "message": str(e.get("msg", ""))}
-                for e in errors[:20]
-            ]},
+            extra={
+                "errors": [
+                    {"field": _field(e.get("loc", ())), "message": str(e.get("msg", ""))}
+                    for e in errors[:20]
+                ]
+            },
         )
 
     @app.exception_handler(StarletteHTTPException)

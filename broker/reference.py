@@ -75,8 +75,9 @@ class ReferenceData:
                 for e in cat["elements"]
             },
             parties={
-                p["id"]: Party(id=p["id"], name_nl=p.get("name_nl", p["id"]),
-                               name_en=p.get("name_en", p["id"]))
+                p["id"]: Party(
+                    id=p["id"], name_nl=p.get("name_nl", p["id"]), name_en=p.get("name_en", p["id"])
+                )
                 for p in parties["parties"]
             },
             legal_bases={

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     environment: Environment = Environment.DEVELOPMENT
     public_url: str = Field(
         default="http://127.0.0.1:8080",
-        description="Base URL partners use; the token endpoint audience is {public_url}/oauth/token",
+        description="Base URL partners use; the token audience is {public_url}/oauth/token",
     )
     database_url: str = Field(default=f"sqlite:///{PROJECT_ROOT / 'var' / 'broker.db'}")
     database_pool_size: int = 10
@@ -56,9 +56,7 @@ class Settings(BaseSettings):
     def _production_refuses_placeholders(self) -> Settings:
         if self.environment is Environment.PRODUCTION:
             if self.pseudonym_key is None or len(self.pseudonym_key.get_secret_value()) < 32:
-                raise ValueError(
-                    "BROKER_PSEUDONYM_KEY must be set (32+ characters) in production"
-                )
+                raise ValueError("BROKER_PSEUDONYM_KEY must be set (32+ characters) in production")
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production needs PostgreSQL (BROKER_DATABASE_URL)")
         if self.policy_engine is EngineKind.OPA and not self.opa_url:

@@ -130,6 +130,8 @@ def create_partner_app(
         if cfg.extra_item:
             extra = _unrequested(world, {(i.element, i.subject.bsn) for i in body.items})
             if extra is not None:
+                if boolean_only:
+                    extra["value"] = True
                 answers.append(extra)
         headers = {"X-Request-ID": request.headers.get("X-Request-ID", body.request_id)}
         return web.json_response({"items": answers}, headers=headers)

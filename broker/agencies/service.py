@@ -169,8 +169,13 @@ class AgencyService:
                 raise NotFound("No such agency")
             session.add(
                 AgencyKey(
-                    agency_oin=oin, kid=key.kid, use=key.use, alg=key.alg, jwk=key.jwk,
-                    active=True, added_at=now,
+                    agency_oin=oin,
+                    kid=key.kid,
+                    use=key.use,
+                    alg=key.alg,
+                    jwk=key.jwk,
+                    active=True,
+                    added_at=now,
                 )
             )
             agency.updated_at = now

@@ -72,7 +72,7 @@ def validate_public_jwk(jwk: dict[str, Any]) -> PartnerKey:
             raise ValueError("encryption keys must be X25519 or P-256 for ECDH-ES+A256KW")
         try:
             (OKPKey if kty == "OKP" else ECKey).import_key(p.public_jwk(jwk))
-        except Exception as exc:  # noqa: BLE001 - joserfc raises several types on bad input
+        except Exception as exc:
             raise ValueError("encryption key is malformed") from exc
     else:
         raise ValueError('every key needs "use": "sig" or "enc"')
@@ -101,9 +101,7 @@ class BrokerKeyring:
             raise KeyError_("the broker keyring is empty")
         self._keys = private_jwks
         self._signers = [jwt.PyJWK(k) for k in private_jwks]
-        self._verifiers = {
-            k["kid"]: jwt.PyJWK(p.public_jwk(k)) for k in private_jwks
-        }
+        self._verifiers = {k["kid"]: jwt.PyJWK(p.public_jwk(k)) for k in private_jwks}
 
     @property
     def active_kid(self) -> str:

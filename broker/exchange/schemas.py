@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -12,6 +13,7 @@ from broker.core.types import ItemStatus, Outcome, ReasonCode, ResponseForm
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 _KEY = r"^[a-z][a-z0-9_]{0,63}$"
+_KEY_RE = re.compile(_KEY)
 
 
 def _check_bsn(value: str) -> str:
@@ -28,10 +30,8 @@ Bsn = Annotated[
 
 
 def _check_context(value: dict[str, Any]) -> dict[str, Any]:
-    import re
-
     for key in value:
-        if not re.match(_KEY, key):
+        if not _KEY_RE.match(key):
             raise PydanticCustomError("invalid_context_key", "Context keys are snake_case names")
     return value
 

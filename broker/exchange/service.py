@@ -136,7 +136,13 @@ class ExchangeService:
         exchange_id = str(uuid.uuid4())
         response_form = decision.obligations.response_form
         fetched = await self._fetch(
-            provider, decision, items, request, exchange_id, request_id, requester
+            provider=provider,
+            decision=decision,
+            items=items,
+            request=request,
+            exchange_id=exchange_id,
+            request_id=request_id,
+            requester=requester,
         )
 
         statuses: list[ItemStatus] = []
@@ -153,8 +159,17 @@ class ExchangeService:
                 released.append({"element": item.element, "subject": item.bsn, "value": value})
 
         audit_records, rows = self._records(
-            principal, requester, provider, request, request_id, exchange_id, decision,
-            policy_input, items, statuses, now,
+            principal=principal,
+            requester=requester,
+            provider=provider,
+            request=request,
+            request_id=request_id,
+            exchange_id=exchange_id,
+            decision=decision,
+            policy_input=policy_input,
+            items=items,
+            statuses=statuses,
+            now=now,
         )
         indices = await self._audit.append(audit_records, rows)
 
@@ -173,8 +188,16 @@ class ExchangeService:
             released=len(released),
         )
         return self._response(
-            request, request_id, exchange_id, decision, items, statuses, indices, payload,
-            requester, provider,
+            request=request,
+            request_id=request_id,
+            exchange_id=exchange_id,
+            decision=decision,
+            items=items,
+            statuses=statuses,
+            indices=indices,
+            payload=payload,
+            requester=requester,
+            provider=provider,
         )
 
     async def _resolve_provider(self, request: ExchangeRequest) -> AgencyView:
@@ -183,7 +206,8 @@ class ExchangeService:
             agency = await self._directory.get(ref.oin)
             if agency is None or not agency.active:
                 raise InvalidRequest(
-                    "No active agency with this OIN", field="provider.oin",
+                    "No active agency with this OIN",
+                    field="provider.oin",
                     code=ErrorCode.UNKNOWN_PROVIDER,
                 )
             return agency
@@ -191,12 +215,14 @@ class ExchangeService:
         candidates = await self._directory.providers_of(ref.party)
         if not candidates:
             raise InvalidRequest(
-                "No active agency of this party type", field="provider.party",
+                "No active agency of this party type",
+                field="provider.party",
                 code=ErrorCode.UNKNOWN_PROVIDER,
             )
         if len(candidates) > 1:
             raise InvalidRequest(
-                "Several agencies of this party type; name one by OIN", field="provider.party",
+                "Several agencies of this party type; name one by OIN",
+                field="provider.party",
                 code=ErrorCode.AMBIGUOUS_PROVIDER,
             )
         return candidates[0]
@@ -230,6 +256,7 @@ class ExchangeService:
 
     async def _fetch(
         self,
+        *,
         provider: AgencyView,
         decision: Decision,
         items: list[_Item],
@@ -264,6 +291,7 @@ class ExchangeService:
 
     def _records(
         self,
+        *,
         principal: Principal,
         requester: AgencyView,
         provider: AgencyView,
@@ -309,8 +337,12 @@ class ExchangeService:
             )
             records.append(
                 AuditRecord(
-                    kind="decision", body=body, exchange_id=exchange_id, subject_key=item.key,
-                    element=item.element, outcome=decided.outcome.value,
+                    kind="decision",
+                    body=body,
+                    exchange_id=exchange_id,
+                    subject_key=item.key,
+                    element=item.element,
+                    outcome=decided.outcome.value,
                 )
             )
             if decided.allowed:
@@ -321,8 +353,11 @@ class ExchangeService:
             records.append(
                 AuditRecord(
                     kind="release",
-                    body=dict(common, items=released_items,
-                              response_form=decision.obligations.response_form.value),
+                    body=dict(
+                        common,
+                        items=released_items,
+                        response_form=decision.obligations.response_form.value,
+                    ),
                     exchange_id=exchange_id,
                 )
             )
@@ -385,6 +420,7 @@ class ExchangeService:
 
     def _response(
         self,
+        *,
         request: ExchangeRequest,
         request_id: str,
         exchange_id: str,

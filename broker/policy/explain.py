@@ -7,8 +7,15 @@ from broker.core.types import ItemDecision, ReasonCode
 from broker.policy.loader import PolicySet
 
 
-def explain(item: ItemDecision, *, agreement_id: str, purpose_id: str, recipient: str,
-            provider: str, policy_set: PolicySet) -> str:
+def explain(
+    item: ItemDecision,
+    *,
+    agreement_id: str,
+    purpose_id: str,
+    recipient: str,
+    provider: str,
+    policy_set: PolicySet,
+) -> str:
     agreement = policy_set.agreements.get(agreement_id)
     purpose = agreement.purposes.get(purpose_id) if agreement else None
     title = agreement.source.get("title_en", agreement_id) if agreement else agreement_id

@@ -26,9 +26,7 @@ from broker.reference import ReferenceData
 DECISION_QUERY = "x = data.broker.decision.result"
 DECISION_PATH = "broker/decision/result"
 
-_DURATION = re.compile(
-    r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$"
-)
+_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
 
 
 def duration_seconds(text: str) -> int:
@@ -77,9 +75,9 @@ class Agreement:
             acute = purpose.get("acute_danger")
             if isinstance(acute, dict):
                 acute = dict(acute)
-                acute["max_duration_ns"] = duration_seconds(
-                    str(acute.get("max_duration", "PT0S"))
-                ) * 1_000_000_000
+                acute["max_duration_ns"] = (
+                    duration_seconds(str(acute.get("max_duration", "PT0S"))) * 1_000_000_000
+                )
                 purpose["acute_danger"] = acute
             purposes[pid] = purpose
         doc["purposes"] = purposes
@@ -107,9 +105,7 @@ class PolicySet:
 
     def data_document(self) -> dict[str, Any]:
         return {
-            "broker": {
-                "agreements": {a.id: a.data_document() for a in self.agreements.values()}
-            }
+            "broker": {"agreements": {a.id: a.data_document() for a in self.agreements.values()}}
         }
 
 

@@ -34,9 +34,7 @@ _FORM = "application/x-www-form-urlencoded"
                             "grant_type": {"type": "string", "enum": ["client_credentials"]},
                             "client_assertion_type": {
                                 "type": "string",
-                                "enum": [
-                                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-                                ],
+                                "enum": ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"],
                             },
                             "client_assertion": {"type": "string"},
                             "client_id": {"type": "string"},

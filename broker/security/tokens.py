@@ -89,8 +89,12 @@ class TokenService:
             algorithm=self._keyring.active_alg,
             headers={"kid": self._keyring.active_kid, "typ": "at+jwt"},
         )
-        return {"access_token": token, "token_type": "Bearer", "expires_in": self._ttl,
-                "scope": "exchange"}
+        return {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": self._ttl,
+            "scope": "exchange",
+        }
 
     async def _verify_assertion(self, assertion: str) -> tuple[AgencyView, dict[str, Any]]:
         try:
@@ -108,7 +112,8 @@ class TokenService:
             raise AuthenticationFailed(ErrorCode.INVALID_CLIENT)
         kid = header.get("kid")
         candidates = [
-            k for k in agency.signing_keys()
+            k
+            for k in agency.signing_keys()
             if (kid is None or k.kid == kid) and k.alg == header["alg"]
         ]
         for key in candidates:
@@ -169,7 +174,7 @@ class TokenService:
                 issuer=self._issuer,
                 options={"require": ["sub", "exp", "jti"]},
             )
-        except Exception as exc:  # noqa: BLE001 - any token fault is the same 401
+        except Exception as exc:
             raise AuthenticationFailed() from exc
         agency = await self._directory.get(str(claims["sub"]))
         if agency is None or not agency.active:
