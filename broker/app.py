@@ -24,6 +24,7 @@ from broker.middleware import BodyLimit, RequestContext
 from broker.policy.loader import PolicySet, load_policy_set
 from broker.policy.opa_engine import OpaEngine
 from broker.policy.regopy_engine import RegopyEngine
+from broker.policy.watcher import PolicyWatcher
 from broker.security.tokens import TokenService
 from broker.settings import EngineKind, Settings
 
@@ -43,8 +44,14 @@ class Services:
     audit: AuditWriter
     tokens: TokenService
     exchanges: ExchangeService
+    watcher: PolicyWatcher
+
+    def use_policy_set(self, policy_set: PolicySet) -> None:
+        self.policy_set = policy_set
+        self.exchanges.policy_set = policy_set
 
     async def aclose(self) -> None:
+        await self.watcher.stop()
         await self.audit.stop()
         for adapter in self.adapters.values():
             await adapter.aclose()
@@ -53,7 +60,7 @@ class Services:
         await self.db.dispose()
 
 
-def build_engine(settings: Settings, policy_set: PolicySet) -> PolicyEngine:
+def build_engine(settings: Settings, policy_set: PolicySet) -> RegopyEngine | OpaEngine:
     if settings.policy_engine is EngineKind.OPA:
         assert settings.opa_url is not None  # enforced by Settings
         return OpaEngine(settings.opa_url, policy_set)
@@ -99,7 +106,8 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         sealer=Sealer(),
         clock=clock,
     )
-    return Services(
+    watcher = PolicyWatcher(settings.policy_dir, engine, interval=settings.policy_poll_seconds)
+    services = Services(
         settings=settings,
         db=db,
         keyring=keyring,
@@ -111,7 +119,11 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         audit=audit,
         tokens=tokens,
         exchanges=exchanges,
+        watcher=watcher,
     )
+    watcher.subscribe(services.use_policy_set)
+    watcher.start()
+    return services
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> FastAPI:

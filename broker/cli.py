@@ -95,6 +95,25 @@ def demo(port: int, sim_port: int, state_dir: Path, once: bool) -> None:
         asyncio.run(run_demo(port=port, sim_port=sim_port, state_dir=state_dir, once=once))
 
 
+@main.command()
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write to this file instead of standard output",
+)
+def openapi(out_path: Path | None) -> None:
+    """Print the OpenAPI document (docs/openapi.json is kept in sync by a test)."""
+    from broker.app import create_app
+
+    text = json.dumps(create_app(Settings()).openapi(), indent=2, sort_keys=True) + "\n"
+    if out_path is None:
+        click.echo(text, nl=False)
+    else:
+        out_path.write_text(text, encoding="utf-8")
+
+
 # ----------------------------------------------------------------- database
 @main.group()
 def db() -> None:

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     policy_dir: Path = PROJECT_ROOT / "policies"
     policy_engine: EngineKind = EngineKind.EMBEDDED
     policy_threads: int = 2
+    policy_poll_seconds: float = Field(
+        default=2.0, description="How often policy files are checked for changes (0: never)"
+    )
     opa_url: str | None = None
     register_url: str = "http://127.0.0.1:9100"
     pseudonym_key: SecretStr | None = Field(

@@ -266,12 +266,21 @@ class PartnerApiAdapter:
             )
             return _all(wanted, ItemStatus.UNAVAILABLE)
 
-        outcome = _Outcome.FAILED
         try:
             result, outcome = await self._call(endpoint, st, request, wanted)
-        finally:
-            # Also runs on cancellation, so a half-open probe never stays "in flight".
-            self._record(endpoint, st, outcome)
+        except asyncio.CancelledError:
+            # The caller gave up: not the provider's fault, but free the half-open probe slot.
+            st.probe_in_flight = False
+            raise
+        except Exception as exc:  # noqa: BLE001 - the adapter contract: never raise for a call
+            _log.error(
+                "partner_fetch_error",
+                endpoint=endpoint,
+                request_id=request.request_id,
+                error_type=type(exc).__name__,
+            )
+            result, outcome = _all(wanted, ItemStatus.UNAVAILABLE), _Outcome.FAILED
+        self._record(endpoint, st, outcome)
         return result
 
     async def _call(

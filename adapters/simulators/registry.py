@@ -149,6 +149,7 @@ class Registry:
     _by_bsn: dict[str, Person] = field(default_factory=dict)
     _household_of: dict[str, str] = field(default_factory=dict)
     _children_of: dict[str, list[str]] = field(default_factory=dict)
+    _vt_linked: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ loading
 
@@ -197,13 +198,16 @@ class Registry:
             for member in hh.members:
                 self._household_of[member] = hh.id
         for hid, v in (doc.get("veilig_thuis_register") or {}).items():
-            self.veilig_thuis[str(hid)] = VtRecord(
+            record = VtRecord(
                 household=str(hid),
                 case_opened=_as_date(v["case_opened"]) or date(1970, 1, 1),
                 case_closed=_as_date(v.get("case_closed")),
                 origin=v.get("origin"),
                 linked_persons=tuple(str(x) for x in v.get("linked_persons") or ()),
             )
+            self.veilig_thuis[record.household] = record
+            for ref in record.linked_persons:
+                self._vt_linked.setdefault(ref, record.household)
         for hid, m in (doc.get("mda_cases") or {}).items():
             self.mda_cases[str(hid)] = MdaCase(
                 household=str(hid),
@@ -236,10 +240,8 @@ class Registry:
         hh = self.household_of(person)
         if hh is not None and hh.id in self.veilig_thuis:
             return self.veilig_thuis[hh.id]
-        for record in self.veilig_thuis.values():
-            if person.ref in record.linked_persons:
-                return record
-        return None
+        linked = self._vt_linked.get(person.ref)
+        return self.veilig_thuis.get(linked) if linked else None
 
     def mda_case(self, person: Person) -> MdaCase | None:
         hh = self.household_of(person)

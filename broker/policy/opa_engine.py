@@ -62,6 +62,9 @@ class OpaEngine:
             raise PolicyUnavailable("The OPA server refused the policy set") from exc
         self._policy_set = policy_set
 
+    async def reload(self, policy_set: PolicySet) -> None:
+        await self.publish(policy_set)
+
     async def decide(self, policy_input: PolicyInput) -> Decision:
         policy_set = self._policy_set
         try:

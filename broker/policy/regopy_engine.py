@@ -62,9 +62,9 @@ class RegopyEngine:
     def policy_set(self) -> PolicySet:
         return self._compiled.policy_set
 
-    def reload(self, policy_set: PolicySet) -> None:
-        """Compiles ``policy_set``; swaps it in only when it compiled."""
-        bundle = compile_policy_set(policy_set)
+    async def reload(self, policy_set: PolicySet) -> None:
+        """Compiles ``policy_set`` off the event loop; swaps it in only when it compiled."""
+        bundle = await asyncio.to_thread(compile_policy_set, policy_set)
         self._compiled = _Compiled(policy_set, bundle)
 
     def _interpreter(self) -> Any:

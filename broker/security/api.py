@@ -21,7 +21,18 @@ _FORM = "application/x-www-form-urlencoded"
 @router.post(
     "/oauth/token",
     response_model=TokenResponse,
-    responses={401: {"model": Problem, "content": {"application/problem+json": {}}}},
+    responses={
+        401: {
+            "model": Problem,
+            "content": {"application/problem+json": {}},
+            "description": "invalid_client (one generic message)",
+        },
+        413: {
+            "model": Problem,
+            "content": {"application/problem+json": {}},
+            "description": "Request body too large",
+        },
+    },
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ def free_base_port() -> int:
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
+            base = int(s.getsockname()[1])
         if base + PORT_SPAN < 65535 and _port_range_free(base):
             return base
     raise RuntimeError("no free port range found")
@@ -144,6 +144,17 @@ def closed_port_url() -> str:
 @pytest.fixture(scope="session")
 def unknown_bsn() -> str:
     return UNKNOWN_BSN
+
+
+@pytest.fixture(scope="session")
+def start_sim() -> Callable[..., SimProcess]:
+    """Starts another simulator subprocess (the caller stops it)."""
+    return start_sim_process
+
+
+@pytest.fixture(scope="session")
+def families() -> int:
+    return FAMILIES
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -208,7 +208,7 @@ async def test_non_boolean_answer_to_boolean_only_is_unavailable(
     assert [(i.status, i.value) for i in got] == [(ItemStatus.UNAVAILABLE, None)]
 
 
-def assert_no_personal_data(logs: list[dict[str, Any]], bsn: dict[str, str]) -> None:
+def assert_no_personal_data(logs: Sequence[Mapping[str, Any]], bsn: dict[str, str]) -> None:
     text = json.dumps(logs, default=str)
     for number in bsn.values():
         assert number not in text
@@ -248,7 +248,9 @@ async def test_provider_faults(
     assert_no_personal_data(logs, bsn)
 
 
-async def test_timeout_covers_retries(vt_url: str, sim_admin: SimAdmin, bsn: dict[str, str]) -> None:
+async def test_timeout_covers_retries(
+    vt_url: str, sim_admin: SimAdmin, bsn: dict[str, str]
+) -> None:
     # 500 after 300 ms: the second attempt no longer fits in the 0.5 s budget.
     await sim_admin.set_faults(vt_url, latency_ms=300, status=500)
     async with PartnerApiAdapter(timeout=0.5, retries=5, backoff_base=0.01) as a:
@@ -268,7 +270,9 @@ async def test_unreachable_endpoint(
     assert adapter.health()[closed_port_url]["attempts"] == 3
 
 
-async def test_invalid_endpoint_never_raises(adapter: PartnerApiAdapter, bsn: dict[str, str]) -> None:
+async def test_invalid_endpoint_never_raises(
+    adapter: PartnerApiAdapter, bsn: dict[str, str]
+) -> None:
     got = await adapter.fetch("not a url", request([("person.name", bsn["P03"], P)]))
     assert got[0].status is ItemStatus.UNAVAILABLE
 
