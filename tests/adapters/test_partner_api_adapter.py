@@ -343,3 +343,18 @@ async def test_one_shared_session(
     assert (await adapter.fetch(sim_urls["parties"]["politie"], req))[0].status is (
         ItemStatus.RELEASED
     )
+
+
+async def test_cancellation_propagates_and_is_not_a_provider_failure(
+    vt_url: str, sim_admin: SimAdmin, bsn: dict[str, str]
+) -> None:
+    await sim_admin.set_faults(vt_url, latency_ms=2000)
+    async with PartnerApiAdapter(timeout=5.0, breaker_threshold=1) as a:
+        task = asyncio.create_task(a.fetch(vt_url, request([("person.name", bsn["P03"], P)])))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        health = a.health()[vt_url]
+    assert health["state"] == "closed"
+    assert health["failures"] == health["timeouts"] == 0
