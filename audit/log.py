@@ -98,7 +98,7 @@ class AuditWriter:
 
     async def _ensure_head(self) -> None:
         try:
-            async with self._db.sessions() as session:
+            async with self._db.write_sessions() as session:
                 head = await session.get(AuditHead, 1)
                 if head is None:
                     session.add(AuditHead(id=1, size=0, head_hash=GENESIS))
@@ -144,7 +144,7 @@ class AuditWriter:
 
     async def _commit(self, batch: list[CommitUnit]) -> list[list[int]]:
         now = datetime.now(UTC)
-        async with self._db.sessions() as session, session.begin():
+        async with self._db.write_sessions() as session, session.begin():
             stmt = select(AuditHead).where(AuditHead.id == 1)
             if self._lock_head:
                 stmt = stmt.with_for_update()

@@ -49,10 +49,14 @@ async def verify_chain(db: Database) -> ChainSummary:
         head = await session.get(AuditHead, 1)
     size = head.size if head else 0
     head_hash = head.head_hash if head else GENESIS
-    if size != expected_seq or head_hash != prev:
+    if size != expected_seq:
         raise AuditChainBroken(
             f"the head (size {size}) does not match the log (size {expected_seq})",
             index=min(size, expected_seq),
+        )
+    if head_hash != prev:
+        raise AuditChainBroken(
+            f"entry {size - 1} does not match the recorded head hash", index=size - 1
         )
     return ChainSummary(size=expected_seq, head_hash=prev)
 
@@ -74,5 +78,6 @@ def _check(row: AuditEntry, seq: int, prev: str) -> None:
         or entry.get("subject") != row.subject_key
         or entry.get("element") != row.element
         or entry.get("exchange_id") != row.exchange_id
+        or entry.get("outcome") != row.outcome
     ):
         raise AuditChainBroken(f"entry {seq}'s indexed columns were altered", index=seq)

@@ -24,6 +24,7 @@ from broker.middleware import BodyLimit, RequestContext
 from broker.policy.loader import PolicySet, load_policy_set
 from broker.policy.opa_engine import OpaEngine
 from broker.policy.regopy_engine import RegopyEngine
+from broker.policy.regorus_engine import RegorusEngine
 from broker.policy.watcher import PolicyWatcher
 from broker.security.tokens import TokenService
 from broker.settings import EngineKind, Settings
@@ -60,10 +61,14 @@ class Services:
         await self.db.dispose()
 
 
-def build_engine(settings: Settings, policy_set: PolicySet) -> RegopyEngine | OpaEngine:
+def build_engine(
+    settings: Settings, policy_set: PolicySet
+) -> RegopyEngine | RegorusEngine | OpaEngine:
     if settings.policy_engine is EngineKind.OPA:
         assert settings.opa_url is not None  # enforced by Settings
         return OpaEngine(settings.opa_url, policy_set)
+    if settings.policy_engine is EngineKind.REGORUS:
+        return RegorusEngine(policy_set, threads=settings.policy_threads)
     return RegopyEngine(policy_set, threads=settings.policy_threads)
 
 

@@ -17,7 +17,8 @@ class Environment(StrEnum):
 
 
 class EngineKind(StrEnum):
-    EMBEDDED = "embedded"
+    EMBEDDED = "embedded"  # regopy (Microsoft rego-cpp), the default
+    REGORUS = "regorus"  # regorus (Rust), faster; held equal to regopy by a differential test
     OPA = "opa"
 
 

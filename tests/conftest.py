@@ -108,7 +108,6 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 def simulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The simulated partner systems and population register, as their own process."""
     ready = tmp_path_factory.mktemp("sim") / "ready.json"
-    port = free_port() + 0
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -118,7 +117,7 @@ def simulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             "--host",
             "127.0.0.1",
             "--base-port",
-            str(port),
+            "0",
             "--ready-file",
             str(ready),
         ],

@@ -140,7 +140,7 @@ class BrpRegister:
         """Persons by BSN; BSNs the register does not know are absent from the result.
 
         Invalid BSNs (failing the elfproef) are never sent and are absent from the result."""
-        wanted = list(dict.fromkeys(b for b in bsns if is_valid_bsn(b)))
+        wanted = list(dict.fromkeys(b for b in bsns if _is_bsn(b)))
         if not wanted:
             return {}
         batches = [wanted[i : i + MAX_BATCH] for i in range(0, len(wanted), MAX_BATCH)]
@@ -198,6 +198,10 @@ class BrpRegister:
             if resp.status != 200:
                 return b"", resp.status
             return await resp.read(), resp.status
+
+
+def _is_bsn(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 9 and value.isascii() and is_valid_bsn(value)
 
 
 def _parse(raw: bytes, batch: list[str]) -> dict[str, PersonRecord]:

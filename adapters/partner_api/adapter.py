@@ -233,8 +233,7 @@ class PartnerApiAdapter:
             st.failures += 1
         st.consecutive_failures += 1
         if st.state is BreakerState.HALF_OPEN or (
-            st.state is BreakerState.CLOSED
-            and st.consecutive_failures >= self._breaker_threshold
+            st.state is BreakerState.CLOSED and st.consecutive_failures >= self._breaker_threshold
         ):
             st.state = BreakerState.OPEN
             st.opened_at = self._clock()

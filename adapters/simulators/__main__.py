@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--fault-status", type=int)
     serve.add_argument("--drop-connection", action="store_true")
     serve.add_argument("--malformed", action="store_true")
-    serve.add_argument("--extra-item", action="store_true",
-                       help="add an unrequested item to every answer")
+    serve.add_argument(
+        "--extra-item", action="store_true", help="add an unrequested item to every answer"
+    )
     serve.add_argument("--no-admin", action="store_true", help="disable /_sim endpoints")
 
     gen = sub.add_parser("generate", help="print synthetic families as registry YAML")
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         exclude = {p.bsn for p in Registry.load().iter_persons()}
         text = yaml.safe_dump(
-            generate_families(args.families, args.seed, exclude), sort_keys=False,
+            generate_families(args.families, args.seed, exclude),
+            sort_keys=False,
             allow_unicode=True,
         )
         if args.out is not None:

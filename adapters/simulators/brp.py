@@ -33,8 +33,18 @@ HC_GEZAG_TYPES = {
 }
 _GENDER = {"M": "man", "V": "vrouw", "O": "onbekend"}
 _MONTHS = (
-    "januari", "februari", "maart", "april", "mei", "juni",
-    "juli", "augustus", "september", "oktober", "november", "december",
+    "januari",
+    "februari",
+    "maart",
+    "april",
+    "mei",
+    "juni",
+    "juli",
+    "augustus",
+    "september",
+    "oktober",
+    "november",
+    "december",
 )
 _HOUSE_NUMBER = re.compile(r"^(\d+)([A-Za-z]?)(?:-?(\w+))?$")
 
@@ -161,8 +171,11 @@ def create_brp_app(
         except ValidationError:
             return _problem(400, "Een of meerdere parameters zijn niet correct.")
         if any(not re.fullmatch(r"[0-9]{9}", b) for b in query.burgerservicenummer):
-            return _problem(400, "Een of meerdere parameters zijn niet correct.",
-                            "burgerservicenummer moet 9 cijfers zijn")
+            return _problem(
+                400,
+                "Een of meerdere parameters zijn niet correct.",
+                "burgerservicenummer moet 9 cijfers zijn",
+            )
         cfg = injector.config
         personen: list[dict[str, Any]] = []
         for bsn in dict.fromkeys(query.burgerservicenummer):

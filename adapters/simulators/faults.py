@@ -81,9 +81,7 @@ class FaultInjector:
                 status=200, body=b'{"items": [{"element": "x", ', content_type="application/json"
             )
         status = cfg.status or 500
-        return web.json_response(
-            {"title": "Simulated failure", "status": status}, status=status
-        )
+        return web.json_response({"title": "Simulated failure", "status": status}, status=status)
 
 
 FAULTS_KEY = web.AppKey("faults", FaultInjector)

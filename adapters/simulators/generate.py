@@ -22,16 +22,84 @@ __all__ = ["BSN_START", "MAX_FAMILIES", "generate_families", "synthetic_bsns"]
 BSN_START = 990_000_000
 MAX_FAMILIES = 100_000
 
-_GIVEN_V = ("Anna", "Emma", "Fleur", "Iris", "Julia", "Lieke", "Maud", "Nina", "Roos", "Saar",
-            "Tess", "Yasmin", "Zoë", "Amira", "Esra", "Hanna", "Ilse", "Marloes")
-_GIVEN_M = ("Bram", "Daan", "Finn", "Gijs", "Jesse", "Lars", "Luuk", "Milan", "Niels", "Omar",
-            "Pim", "Sem", "Thijs", "Youssef", "Mehmet", "Koen", "Ruben", "Stijn")
-_SURNAMES = ("de Vries", "van der Meer", "Bakker", "Visser", "Smit", "de Boer", "Mulder",
-             "van Dijk", "Bos", "Vos", "Peters", "Hendriks", "van den Berg", "Dekker", "Kok",
-             "Yilmaz", "El Idrissi", "Postma", "Hoekman", "ter Horst", "van Leeuwen", "Kramer")
-_STREETS = ("Lindelaan", "Beukenstraat", "Eikenhof", "Acaciaweg", "Iepenplein", "Lariksdreef",
-            "Platanenstraat", "Hazelaarhof", "Vlierstraat", "Meidoornweg", "Elzenlaan",
-            "Sparrenhof")
+_GIVEN_V = (
+    "Anna",
+    "Emma",
+    "Fleur",
+    "Iris",
+    "Julia",
+    "Lieke",
+    "Maud",
+    "Nina",
+    "Roos",
+    "Saar",
+    "Tess",
+    "Yasmin",
+    "Zoë",
+    "Amira",
+    "Esra",
+    "Hanna",
+    "Ilse",
+    "Marloes",
+)
+_GIVEN_M = (
+    "Bram",
+    "Daan",
+    "Finn",
+    "Gijs",
+    "Jesse",
+    "Lars",
+    "Luuk",
+    "Milan",
+    "Niels",
+    "Omar",
+    "Pim",
+    "Sem",
+    "Thijs",
+    "Youssef",
+    "Mehmet",
+    "Koen",
+    "Ruben",
+    "Stijn",
+)
+_SURNAMES = (
+    "de Vries",
+    "van der Meer",
+    "Bakker",
+    "Visser",
+    "Smit",
+    "de Boer",
+    "Mulder",
+    "van Dijk",
+    "Bos",
+    "Vos",
+    "Peters",
+    "Hendriks",
+    "van den Berg",
+    "Dekker",
+    "Kok",
+    "Yilmaz",
+    "El Idrissi",
+    "Postma",
+    "Hoekman",
+    "ter Horst",
+    "van Leeuwen",
+    "Kramer",
+)
+_STREETS = (
+    "Lindelaan",
+    "Beukenstraat",
+    "Eikenhof",
+    "Acaciaweg",
+    "Iepenplein",
+    "Lariksdreef",
+    "Platanenstraat",
+    "Hazelaarhof",
+    "Vlierstraat",
+    "Meidoornweg",
+    "Elzenlaan",
+    "Sparrenhof",
+)
 _POSTCODE_LETTERS = "ABCEGHJKLMNPRTVXZ"
 _ORIGINS = ("politie", "school", "huisarts", "ggz", "gemeente_wijkteam")
 
@@ -55,8 +123,12 @@ def _person(
     rng: random.Random, bsns: Iterator[str], gender: str, born: date, surname: str
 ) -> dict[str, Any]:
     given = rng.choice(_GIVEN_V if gender == "V" else _GIVEN_M)
-    return {"name": f"{given} {surname}", "born": born.isoformat(), "bsn": next(bsns),
-            "gender": gender}
+    return {
+        "name": f"{given} {surname}",
+        "born": born.isoformat(),
+        "bsn": next(bsns),
+        "gender": gender,
+    }
 
 
 def _address(rng: random.Random) -> str:
@@ -82,8 +154,9 @@ def generate_families(
         hid = f"HH-{fid}"
         surname = rng.choice(_SURNAMES)
         address = _address(rng)
-        shape = rng.choice(("two_parents", "two_parents", "single_mother", "single_father",
-                            "single_adult"))
+        shape = rng.choice(
+            ("two_parents", "two_parents", "single_mother", "single_father", "single_adult")
+        )
         members: list[str] = []
 
         mother_ref, father_ref = f"{fid}-M", f"{fid}-F"
@@ -104,33 +177,47 @@ def generate_families(
 
         if shape != "single_adult":
             authority = {
-                "two_parents": {"type": "gezamenlijk_gezag_ouders",
-                                "holders": [mother_ref, father_ref]},
-                "single_mother": {"type": "eenhoofdig_gezag_moeder", "holders": [mother_ref],
-                                  "parents_without_authority": [father_ref]},
-                "single_father": {"type": "eenhoofdig_gezag_vader", "holders": [father_ref],
-                                  "parents_without_authority": [mother_ref]},
+                "two_parents": {
+                    "type": "gezamenlijk_gezag_ouders",
+                    "holders": [mother_ref, father_ref],
+                },
+                "single_mother": {
+                    "type": "eenhoofdig_gezag_moeder",
+                    "holders": [mother_ref],
+                    "parents_without_authority": [father_ref],
+                },
+                "single_father": {
+                    "type": "eenhoofdig_gezag_vader",
+                    "holders": [father_ref],
+                    "parents_without_authority": [mother_ref],
+                },
             }[shape]
             for k in range(1, rng.randint(1, 3) + 1):
                 ref = f"{fid}-C{k}"
                 gender = rng.choice("MV")
-                persons[ref] = {**_person(rng, bsns, gender, _birth(rng, 2009, 2025), surname),
-                                "authority": authority}
+                persons[ref] = {
+                    **_person(rng, bsns, gender, _birth(rng, 2009, 2025), surname),
+                    "authority": authority,
+                }
                 members.append(ref)
 
         households[hid] = {"address": address, "members": members}
         roll = rng.random()
         if roll < 0.2:
             opened = _birth(rng, 2024, 2026)
-            record: dict[str, Any] = {"case_opened": opened.isoformat(),
-                                      "origin": rng.choice(_ORIGINS)}
+            record: dict[str, Any] = {
+                "case_opened": opened.isoformat(),
+                "origin": rng.choice(_ORIGINS),
+            }
             if rng.random() < 0.5:
                 record["case_closed"] = (opened + timedelta(days=rng.randint(30, 200))).isoformat()
             vt_register[hid] = record
             if roll < 0.05:
-                mda[hid] = {"mda_case_id": f"MDA-LB-{opened.year}-{fam:05d}",
-                            "registered": (opened + timedelta(days=30)).isoformat(),
-                            "brought_in_by": "veilig_thuis"}
+                mda[hid] = {
+                    "mda_case_id": f"MDA-LB-{opened.year}-{fam:05d}",
+                    "registered": (opened + timedelta(days=30)).isoformat(),
+                    "brought_in_by": "veilig_thuis",
+                }
 
     return {
         "kind": "registry",

@@ -92,8 +92,12 @@ def _unrequested(world: World, requested: set[tuple[str, str]]) -> dict[str, Any
                     "element": element,
                     "bsn": person.bsn,
                     "status": "ok",
-                    "value": {"code_system": "DSM-5", "code": "(fictional)",
-                              "display": "(fictional) not requested", "status": "actief"},
+                    "value": {
+                        "code_system": "DSM-5",
+                        "code": "(fictional)",
+                        "display": "(fictional) not requested",
+                        "status": "actief",
+                    },
                 }
     return None
 

@@ -53,8 +53,10 @@ def element_value(world: World, party: str, element: str, person: Person) -> Fou
     value = _value(world, meta, person)
     if value is _MISSING:
         return None
-    source = party if party in meta.typical_sources or not meta.typical_sources else (
-        meta.typical_sources[0]
+    source = (
+        party
+        if party in meta.typical_sources or not meta.typical_sources
+        else (meta.typical_sources[0])
     )
     return Found(value=value, source=source)
 
@@ -133,17 +135,11 @@ def _children_in_care(reg: Registry, person: Person) -> dict[str, Any]:
     own = reg.household_of(person)
     lives_with = any(reg.household_of(c) == own for c in children) if own else False
     co_holders = {
-        h
-        for c in children
-        if c.authority
-        for h in c.authority.holders
-        if h != person.ref
+        h for c in children if c.authority for h in c.authority.holders if h != person.ref
     }
     shared: str | None = None
     if co_holders:
-        same_house = own is not None and all(
-            h in own.members for h in co_holders
-        )
+        same_house = own is not None and all(h in own.members for h in co_holders)
         shared = "partner" if same_house else "ex-partner"
     return {
         "count": len(children),

@@ -28,6 +28,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue the BEGIN itself (see _begin_immediate).
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(conn: Any) -> None:
+    # A writer takes SQLite's write lock when its transaction starts, so a
+    # read-then-write transaction never fails on a snapshot another process moved.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 class Database:
     """Owns the async engine; hands out sessions; wraps driver errors."""
 
@@ -41,6 +52,16 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Serialised writers (the audit log) use their own engine: on SQLite its
+        # transactions begin IMMEDIATE; on PostgreSQL it is the same engine.
+        if self.is_sqlite:
+            self.write_engine = create_async_engine(url)
+            event.listen(self.write_engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.write_engine.sync_engine, "connect", _sqlite_autocommit_driver)
+            event.listen(self.write_engine.sync_engine, "begin", _begin_immediate)
+        else:
+            self.write_engine = self.engine
+        self.write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -62,3 +83,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.write_engine is not self.engine:
+            await self.write_engine.dispose()

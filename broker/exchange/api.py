@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from fastapi.security import HTTPBearer
 
 from broker.deps import CurrentAgency, RequestId, ServicesDep, require_json
@@ -37,5 +37,7 @@ async def create_exchange(
     principal: CurrentAgency,
     services: ServicesDep,
     request_id: RequestId,
-) -> ExchangeResponse:
-    return await services.exchanges.handle(principal, body, request_id)
+) -> Response:
+    result = await services.exchanges.handle(principal, body, request_id)
+    # Serialised once here; the response model above documents the shape.
+    return Response(result.model_dump_json(), media_type="application/json")

@@ -21,9 +21,17 @@ if TYPE_CHECKING:
     from conftest import SimAdmin
 
 ELEMENTS = [
-    "person.name", "person.birth_date", "address.current", "household.composition",
-    "child.authority", "vt.report_exists", "vt.case_status", "health.diagnosis",
-    "police.dv_incident", "mda.progress_phase", "no.such_element",
+    "person.name",
+    "person.birth_date",
+    "address.current",
+    "household.composition",
+    "child.authority",
+    "vt.report_exists",
+    "vt.case_status",
+    "health.diagnosis",
+    "police.dv_incident",
+    "mda.progress_phase",
+    "no.such_element",
 ]
 BSNS = ["999990007", "999990020", "999990068", "999990111", "999990147", "123456782"]
 SETTINGS = settings(
@@ -41,8 +49,12 @@ items_strategy = st.lists(
 
 def make_request(items: list[tuple[str, str, SubjectKind]], form: ResponseForm) -> FetchRequest:
     return FetchRequest(
-        exchange_id="e", request_id="r", agreement_id="a", purpose_id="p",
-        recipient_party="veilig_thuis", response_form=form,
+        exchange_id="e",
+        request_id="r",
+        agreement_id="a",
+        purpose_id="p",
+        recipient_party="veilig_thuis",
+        response_form=form,
         items=tuple(FetchItem(element=e, bsn=b, subject_kind=k) for e, b, k in items),
     )
 
@@ -108,17 +120,20 @@ async def hostile() -> AsyncIterator[tuple[str, Hostile]]:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3),
-                                                                      children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
     max_leaves=6,
 )
 answer_items = st.lists(
-    st.fixed_dictionaries({
-        "element": st.sampled_from(ELEMENTS) | st.text(max_size=8),
-        "bsn": st.sampled_from(BSNS) | st.text(max_size=9),
-        "status": st.sampled_from(["ok", "not_found"]),
-        "value": json_values,
-    }),
+    st.fixed_dictionaries(
+        {
+            "element": st.sampled_from(ELEMENTS) | st.text(max_size=8),
+            "bsn": st.sampled_from(BSNS) | st.text(max_size=9),
+            "status": st.sampled_from(["ok", "not_found"]),
+            "value": json_values,
+        }
+    ),
     max_size=15,
 )
 

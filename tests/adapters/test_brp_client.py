@@ -68,7 +68,7 @@ async def test_one_batched_call_per_twenty_bsns(
 
 async def test_invalid_and_empty_input_makes_no_call(brp: BrpRegister, sim_admin: SimAdmin) -> None:
     assert await brp.lookup([]) == {}
-    assert await brp.lookup(["123456789", "abc"]) == {}
+    assert await brp.lookup(["123456789", "abc", "999990020\n", "\uff19" * 9]) == {}
     assert await sim_admin.requests(sim_admin.urls["brp"]) == 0
 
 

@@ -81,12 +81,17 @@ async def test_fetch_registry_values(
         return got[(element, bsn[person])].value
 
     assert value("person.name", "P03") == {
-        "given_names": "Noor", "prefix": None, "surname": "Hoekstra"
+        "given_names": "Noor",
+        "prefix": None,
+        "surname": "Hoekstra",
     }
     assert value("person.birth_date", "P03") == "2012-09-03"
     assert value("person.bsn", "P03") == bsn["P03"]
     assert value("address.current", "P03") == {
-        "street": "Esdoornlaan", "number": "12", "postcode": "9999 XA", "city": "Lindeburg"
+        "street": "Esdoornlaan",
+        "number": "12",
+        "postcode": "9999 XA",
+        "city": "Lindeburg",
     }
     assert value("household.composition", "P06") == [
         {"person_ref": "P06", "relation": "moeder"},
@@ -94,10 +99,14 @@ async def test_fetch_registry_values(
         {"person_ref": "P08", "relation": "kind"},
     ]
     assert value("child.authority", "P07") == {
-        "type": "eenhoofdig_gezag_moeder", "holders": ["P06"], "parents_without_authority": ["P09"]
+        "type": "eenhoofdig_gezag_moeder",
+        "holders": ["P06"],
+        "parents_without_authority": ["P09"],
     }
     assert value("vt.case_status", "P07") == {
-        "status": "afgesloten", "since": "2026-11-25", "handed_over_to": None
+        "status": "afgesloten",
+        "since": "2026-11-25",
+        "handed_over_to": None,
     }
     assert value("vt.report_exists", "P10") is True
     assert value("vt.report_exists", "P13") is False
@@ -111,11 +120,13 @@ async def test_not_found(
     got = by_key(
         await adapter.fetch(
             vt_url,
-            request([
-                ("person.name", unknown_bsn, P),
-                ("child.authority", bsn["P01"], P),  # an adult has no authority record
-                ("vt.case_status", bsn["P13"], H),  # not in the Veilig Thuis register
-            ]),
+            request(
+                [
+                    ("person.name", unknown_bsn, P),
+                    ("child.authority", bsn["P01"], P),  # an adult has no authority record
+                    ("vt.case_status", bsn["P13"], H),  # not in the Veilig Thuis register
+                ]
+            ),
         )
     )
     assert {k: v.status for k, v in got.items()} == {
@@ -146,10 +157,18 @@ async def test_boolean_only_yes_and_no_have_the_same_wire_shape(
 ) -> None:
     def body(person: str) -> dict[str, Any]:
         return {
-            "exchange_id": "e", "request_id": "r", "agreement_id": "a", "purpose_id": "p",
-            "recipient_party": "ggz", "response_form": "boolean_only",
-            "items": [{"element": "vt.report_exists",
-                       "subject": {"bsn": bsn[person], "kind": "household"}}],
+            "exchange_id": "e",
+            "request_id": "r",
+            "agreement_id": "a",
+            "purpose_id": "p",
+            "recipient_party": "ggz",
+            "response_form": "boolean_only",
+            "items": [
+                {
+                    "element": "vt.report_exists",
+                    "subject": {"bsn": bsn[person], "kind": "household"},
+                }
+            ],
         }
 
     async with httpx.AsyncClient() as client:

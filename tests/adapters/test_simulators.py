@@ -71,8 +71,15 @@ async def test_partial_fail_rate_is_deterministic_and_bounded(
 ) -> None:
     url = sim_urls["parties"]["school"]
     await sim_admin.set_faults(url, status=503, fail_rate=0.5)
-    req = FetchRequest("e", "r", "a", "p", "veilig_thuis", ResponseForm.FULL,
-                       (FetchItem("person.name", bsn["P03"], SubjectKind.PERSON),))
+    req = FetchRequest(
+        "e",
+        "r",
+        "a",
+        "p",
+        "veilig_thuis",
+        ResponseForm.FULL,
+        (FetchItem("person.name", bsn["P03"], SubjectKind.PERSON),),
+    )
     async with PartnerApiAdapter(retries=0, breaker_threshold=1000) as adapter:
         statuses = [(await adapter.fetch(url, req))[0].status for _ in range(40)]
     assert ItemStatus.RELEASED in statuses and ItemStatus.UNAVAILABLE in statuses
@@ -84,13 +91,19 @@ async def test_brp_fields_selection(sim_urls: dict[str, Any], bsn: dict[str, str
     async with httpx.AsyncClient() as client:
         resp = await client.post(
             f"{sim_urls['brp']}/haalcentraal/api/brp/personen",
-            json={"type": "RaadpleegMetBurgerservicenummer",
-                  "burgerservicenummer": [bsn["P06"]], "fields": ["naam", "geboorte.datum"]},
+            json={
+                "type": "RaadpleegMetBurgerservicenummer",
+                "burgerservicenummer": [bsn["P06"]],
+                "fields": ["naam", "geboorte.datum"],
+            },
         )
         too_many = await client.post(
             f"{sim_urls['brp']}/haalcentraal/api/brp/personen",
-            json={"type": "RaadpleegMetBurgerservicenummer",
-                  "burgerservicenummer": [bsn["P06"]] * 21, "fields": ["naam"]},
+            json={
+                "type": "RaadpleegMetBurgerservicenummer",
+                "burgerservicenummer": [bsn["P06"]] * 21,
+                "fields": ["naam"],
+            },
         )
     person = resp.json()["personen"][0]
     assert set(person) == {"naam", "geboorte"}
@@ -159,8 +172,15 @@ async def test_in_process_api_with_ephemeral_ports(bsn: dict[str, str]) -> None:
         assert set(running.urls["parties"]) == {"veilig_thuis"}
         async with BrpRegister(running.brp_url) as brp:
             assert bsn["P03"] in await brp.lookup([bsn["P03"]])
-        req = FetchRequest("e", "r", "a", "p", "ggz", ResponseForm.BOOLEAN_ONLY,
-                           (FetchItem("vt.report_exists", bsn["P10"], SubjectKind.HOUSEHOLD),))
+        req = FetchRequest(
+            "e",
+            "r",
+            "a",
+            "p",
+            "ggz",
+            ResponseForm.BOOLEAN_ONLY,
+            (FetchItem("vt.report_exists", bsn["P10"], SubjectKind.HOUSEHOLD),),
+        )
         async with PartnerApiAdapter() as adapter:
             got = await adapter.fetch(running.party_urls["veilig_thuis"], req)
         assert got[0].value is True

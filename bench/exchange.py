@@ -1,0 +1,244 @@
+"""Exchange benchmark: N concurrent simulated partners drive a running broker
+over loopback; prints exchanges/s and p50/p95/p99 latency per database backend.
+
+    ./dev bench [--backend sqlite|postgresql|both] [--engine embedded|regorus]
+                [--concurrency 32] [--seconds 20]
+
+The broker runs as its own process (`broker serve`, one uvicorn worker) with
+durable commits (SQLite WAL + synchronous=FULL; PostgreSQL defaults); the
+simulated partner systems and population register run in a third process. Each
+request asks for 10 items (5 elements x 2 persons: 6 allowed and fetched from
+the police simulator, 4 denied), so every exchange is decided, fetched, audited
+(11 hash-chained entries) and JWE-encrypted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+
+from broker.db.migrate import upgrade
+from broker.partner_kit import PartnerClient
+from broker.settings import PROJECT_ROOT, Settings
+from tests.conftest import free_port, register_partners
+
+REQUEST = {
+    "agreement_id": "agr-vt-politie-hg",
+    "purpose_id": "informatie_voor_veiligheidsbeoordeling",
+    "provider": {"party": "politie"},
+    "case_reference": "VT-LB-2026-0042",
+    "subjects": ["999990007", "999990019"],
+    "elements": [
+        "police.dv_incident",
+        "police.suspect_history_dv",
+        "police.tijdelijk_huisverbod",
+        "health.diagnosis",
+        "health.medication",
+    ],
+    "context": {"vt_case_status": "veiligheidsbeoordeling"},
+}
+
+
+def start_simulators(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    ready = tmp / "sim.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adapters.simulators",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--base-port",
+            "0",
+            "--ready-file",
+            str(ready),
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("simulators did not start")
+        time.sleep(0.05)
+    return proc, json.loads(ready.read_text())
+
+
+def database_for(backend: str, tmp: Path) -> tuple[str, str | None]:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp / 'bench.db'}", None
+    admin = os.environ.get("BROKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"broker_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin.rsplit("/", 1)[0] + "/" + name, name
+
+
+def drop_database(name: str) -> None:
+    admin = os.environ.get("BROKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def drive(
+    base: str, token: str, concurrency: int, seconds: float, warmup: float
+) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    body = json.dumps(REQUEST).encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        start = time.perf_counter()
+        measure_from = start + warmup
+        stop_at = measure_from + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                async with http.post(base + "/v1/exchanges", data=body, headers=headers) as r:
+                    await r.read()
+                    ok = r.status == 200
+                t1 = time.perf_counter()
+                if t0 >= measure_from:
+                    if ok:
+                        latencies.append(t1 - t0)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors, seconds
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run_backend(
+    backend: str, args: argparse.Namespace, sims: dict[str, Any], tmp: Path
+) -> dict[str, Any]:
+    url, pg_name = database_for(backend, tmp)
+    port = free_port()
+    settings = Settings(
+        database_url=url,
+        keys_dir=tmp / f"keys-{backend}",
+        register_url=sims["brp"],
+        public_url=f"http://127.0.0.1:{port}",
+    )
+    upgrade(settings.sync_database_url)
+    partners = await register_partners(settings, sims)
+    env = dict(
+        os.environ,
+        BROKER_DATABASE_URL=url,
+        BROKER_KEYS_DIR=str(settings.keys_dir),
+        BROKER_REGISTER_URL=sims["brp"],
+        BROKER_PUBLIC_URL=settings.public_url,
+        BROKER_LOG_LEVEL="WARNING",
+        BROKER_POLICY_ENGINE=args.engine,
+    )
+    broker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "broker.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--no-migrate",
+            "--workers",
+            str(args.workers),
+        ],
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(settings.public_url + "/health/ready") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("broker did not start")
+                await asyncio.sleep(0.1)
+        vt = partners["veilig_thuis"]
+        client = PartnerClient(settings.public_url, vt["oin"], {"keys": vt["keys"]})
+        token = await client.token()
+        check = await client.exchange(REQUEST)
+        assert check.status_code == 200, check.text
+        released = client.decrypt(check.json()["payload"])
+        assert len(released["items"]) == 6, released
+        await client.aclose()
+        latencies, errors, seconds = await drive(
+            settings.public_url, token, args.concurrency, args.seconds, args.warmup
+        )
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+        if pg_name:
+            drop_database(pg_name)
+    return {
+        "backend": backend,
+        "engine": args.engine,
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "exchanges": len(latencies),
+        "errors": errors,
+        "exchanges_per_s": round(len(latencies) / seconds, 1),
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
+        "p95_ms": round(percentile(latencies, 0.95) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "mean_ms": round(statistics.mean(latencies) * 1000, 2),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument(
+        "--engine",
+        choices=["embedded", "regorus"],
+        default="embedded",
+        help="policy engine: embedded (regopy, the default) or regorus",
+    )
+    args = parser.parse_args()
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        sims_proc, sims = start_simulators(tmp)
+        try:
+            for backend in backends:
+                result = await run_backend(backend, args, sims, tmp)
+                print(json.dumps(result), flush=True)
+        finally:
+            sims_proc.terminate()
+            sims_proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
