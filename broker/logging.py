@@ -26,5 +26,6 @@ def configure_logging(*, fmt: str = "console", level: str = "INFO") -> None:
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached: configure_logging may run again (tests, the demo) and must take effect.
+        cache_logger_on_first_use=False,
     )

@@ -13,14 +13,26 @@ _ENCODER = json.JSONEncoder(
 )
 
 
+_LEAVES = (str, int, bool, type(None))
+
+
 def _plain(value: Any) -> bool:
     """True when ``value`` holds no floats and only ASCII object keys: then the
     C JSON encoder's output is byte-identical to RFC 8785 (property-tested)."""
-    if isinstance(value, dict):
-        return all(k.isascii() and _plain(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return all(_plain(v) for v in value)
-    return not isinstance(value, float)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not key.isascii():
+                    return False
+                if not isinstance(child, _LEAVES) or isinstance(child, float):
+                    stack.append(child)
+        elif isinstance(item, list | tuple):
+            stack.extend(c for c in item if not isinstance(c, _LEAVES))
+        elif isinstance(item, float) or not isinstance(item, _LEAVES):
+            return False
+    return True
 
 
 def canonical_json(value: Any) -> bytes:
@@ -29,6 +41,12 @@ def canonical_json(value: Any) -> bytes:
         return _ENCODER.encode(value).encode("utf-8")
     out: bytes = rfc8785.dumps(value)
     return out
+
+
+def canonical_json_plain(value: Any) -> bytes:
+    """RFC 8785 bytes of a document the caller built without floats and with
+    ASCII keys only (audit entries): skips the check ``canonical_json`` makes."""
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def sha256_hex(data: bytes) -> str:

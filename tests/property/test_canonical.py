@@ -35,3 +35,28 @@ def test_known_vector() -> None:
     assert canonical_json({"b": [1, "é", None], "a": {"z": True, "\n": "\u0001"}}) == (
         b'{"a":{"\\n":"\\u0001","z":true},"b":[1,"\xc3\xa9",null]}'
     )
+
+
+def test_audit_entries_are_rfc8785() -> None:
+    from datetime import UTC, datetime
+
+    from audit.log import AuditRecord, build_entry
+
+    body = {
+        "exchange_id": "x",
+        "subject": "psn:ab",
+        "element": "person.name",
+        "legal_basis": ["wpg_20"],
+        "agreement": {"id": "a", "version": "1.0", "hash": None},
+        "consent_id": None,
+        "note": "é\n",
+    }
+    data = build_entry(
+        AuditRecord(kind="decision", body=body),
+        seq=3,
+        prev="0" * 64,
+        ts=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    import json
+
+    assert data == rfc8785.dumps(json.loads(data))

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
+from structlog.testing import capture_logs
 
 from audit.log import GENESIS, AuditRecord, AuditWriter
 from audit.models import AuditEntry, AuditHead
@@ -175,16 +176,17 @@ async def test_commit_failure_fails_every_caller_and_writes_nothing(
     before = await verify_chain(database)
     await sql(database, "ALTER TABLE audit_head RENAME TO audit_head_offline")
     try:
-        outcomes = await asyncio.gather(
-            *(
-                writer.append(
-                    [record(100 + i)],
-                    rows=[(Exchange.__table__, exchange_row(str(uuid.UUID(int=100 + i))))],
-                )
-                for i in range(5)
-            ),
-            return_exceptions=True,
-        )
+        with capture_logs():  # keeps the logged tracebacks out of the console (and fast)
+            outcomes = await asyncio.gather(
+                *(
+                    writer.append(
+                        [record(100 + i)],
+                        rows=[(Exchange.__table__, exchange_row(str(uuid.UUID(int=100 + i))))],
+                    )
+                    for i in range(5)
+                ),
+                return_exceptions=True,
+            )
     finally:
         await sql(database, "ALTER TABLE audit_head_offline RENAME TO audit_head")
     assert all(isinstance(o, AuditUnavailable) for o in outcomes), outcomes
@@ -212,7 +214,7 @@ async def test_failed_commit_rolls_back_rows_inserted_before_the_failure(
     )
     rec = record(9)
     assert rec.exchange_id is not None
-    with pytest.raises(AuditUnavailable):
+    with capture_logs(), pytest.raises(AuditUnavailable):
         await writer.append([rec], rows=[(Exchange.__table__, exchange_row(rec.exchange_id))])
     assert await count(database, Exchange) == 0
     await sql(database, "DELETE FROM audit_entries WHERE seq = 2")
@@ -288,9 +290,7 @@ async def test_editing_and_rehashing_an_entry_breaks_the_next_link(
 async def test_editing_and_rehashing_the_last_entry_names_it(
     database: Database, writer: AuditWriter
 ) -> None:
-    # PRODUCT BUG (minor): audit/verify.py:51-55 reports min(size, expected_seq) ==
-    # SIZE for a head-hash mismatch, an index one past the last entry, instead of the
-    # last entry (SIZE - 1) that no longer matches the head.
+    # Not one past the end: the last entry is the one that disagrees with the head.
     await fill(writer, SIZE)
     await _edit_entry(database, SIZE - 1, rehash=True)
     assert await _broken_at(database) == SIZE - 1
@@ -328,9 +328,7 @@ async def test_changing_a_column_is_found_at_that_entry(
 async def test_changing_the_outcome_column_is_found(
     database: Database, writer: AuditWriter
 ) -> None:
-    # PRODUCT BUG: audit/verify.py:79-85 compares kind, subject, element and
-    # exchange_id with the hashed entry but not ``outcome``: turning a recorded
-    # "deny" into "permit" in the outcome column goes unnoticed.
+    # Turning a recorded "deny" into "permit" in the column must not go unnoticed.
     await writer.append([record(i, outcome="deny") for i in range(SIZE)])
     await _set(database, MIDDLE, "outcome", "permit")
     assert await _broken_at(database) == MIDDLE
