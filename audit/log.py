@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from sqlalchemy import Table, insert, select, update
@@ -146,7 +146,7 @@ class AuditWriter:
     async def _commit(self, batch: list[CommitUnit]) -> list[list[int]]:
         # Core statements on a plain connection: the ORM adds nothing here but cost.
         now = datetime.now(UTC)
-        head_table = AuditHead.__table__
+        head_table = cast(Table, AuditHead.__table__)
         stmt = select(head_table.c.size, head_table.c.head_hash).where(head_table.c.id == 1)
         if self._lock_head:
             stmt = stmt.with_for_update()
@@ -183,7 +183,7 @@ class AuditWriter:
             for table, rows in extra.items():
                 await conn.execute(insert(table), rows)
             if entries:
-                await conn.execute(insert(AuditEntry.__table__), entries)
+                await conn.execute(insert(cast(Table, AuditEntry.__table__)), entries)
                 await conn.execute(
                     update(head_table).where(head_table.c.id == 1).values(size=size, head_hash=prev)
                 )
