@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -61,6 +62,13 @@ async def verify_chain(db: Database) -> ChainSummary:
     return ChainSummary(size=expected_seq, head_hash=prev)
 
 
+def _ts(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
 def _check(row: AuditEntry, seq: int, prev: str) -> None:
     if row.seq != seq:
         raise AuditChainBroken(f"entry {seq} is missing", index=seq)
@@ -79,5 +87,6 @@ def _check(row: AuditEntry, seq: int, prev: str) -> None:
         or entry.get("element") != row.element
         or entry.get("exchange_id") != row.exchange_id
         or entry.get("outcome") != row.outcome
+        or _ts(entry.get("ts")) != row.created_at
     ):
         raise AuditChainBroken(f"entry {seq}'s indexed columns were altered", index=seq)

@@ -19,11 +19,11 @@ from broker.crypto.keys import PartnerKey, parse_jwks, validate_public_jwk
 from broker.db.session import Database
 from broker.reference import ReferenceData
 
-_OIN = re.compile(r"^[0-9]{20}$")
+_OIN = re.compile(r"[0-9]{20}")
 
 
 def validate_oin(oin: str) -> str:
-    if not _OIN.match(oin):
+    if not _OIN.fullmatch(oin):
         raise InvalidRequest("An OIN is 20 digits", field="oin")
     return oin
 

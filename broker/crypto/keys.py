@@ -64,7 +64,7 @@ def validate_public_jwk(jwk: dict[str, Any]) -> PartnerKey:
             raise ValueError("signing keys must be Ed25519 (EdDSA) or P-256 (ES256)")
         try:
             jwt.PyJWK(dict(jwk, alg=alg))
-        except jwt.PyJWKError as exc:
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
             raise ValueError("signing key is malformed") from exc
     elif use == "enc":
         alg = jwk.get("alg") or ENCRYPTION_ALG

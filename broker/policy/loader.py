@@ -26,13 +26,16 @@ from broker.reference import ReferenceData
 DECISION_QUERY = "x = data.broker.decision.result"
 DECISION_PATH = "broker/decision/result"
 
-_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
+# Days, hours, minutes, seconds; ASCII digits; a "T" must be followed by a component.
+_DURATION = re.compile(
+    r"P(?:(?P<d>[0-9]+)D)?(?:T(?=[0-9])(?:(?P<h>[0-9]+)H)?(?:(?P<m>[0-9]+)M)?(?:(?P<s>[0-9]+)S)?)?"
+)
 
 
 def duration_seconds(text: str) -> int:
     """Seconds in an ISO 8601 duration of days/hours/minutes/seconds (e.g. PT72H)."""
-    m = _DURATION.match(text)
-    if not m or text in {"P", "PT"}:
+    m = _DURATION.fullmatch(text)
+    if not m or text == "P":
         raise ValueError(f"unsupported ISO 8601 duration {text!r}")
     d, h, mi, s = (int(m.group(g) or 0) for g in ("d", "h", "m", "s"))
     return ((d * 24 + h) * 60 + mi) * 60 + s

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -127,7 +128,7 @@ async def test_concurrent_appends_form_one_contiguous_chain(
     assert head is not None
     assert (head.size, head.head_hash) == (total, summary.head_hash)
     assert rows[0].prev_hash == GENESIS
-    for before, after in zip(rows, rows[1:], strict=False):
+    for before, after in itertools.pairwise(rows):
         assert after.prev_hash == before.entry_hash
     for row in rows:
         assert hashlib.sha256(row.entry.encode()).hexdigest() == row.entry_hash
@@ -360,7 +361,7 @@ async def test_inserting_an_entry_is_found_where_the_chain_resumes(
         "INSERT INTO audit_entries (seq, created_at, kind, entry, prev_hash, entry_hash) "
         "VALUES (:s, :ts, 'decision', :e, :p, :h)",
         s=MIDDLE,
-        ts=datetime.now(UTC),
+        ts=datetime(2025, 1, 1, tzinfo=UTC),  # consistent with the forged "ts"
         e=forged,
         p=original.prev_hash,
         h=_rehash(forged),
@@ -422,7 +423,7 @@ async def test_any_one_character_change_is_detected(
         seq = data.draw(st.integers(0, total - 1), label="seq")
         value: str = getattr(await _entry(db, seq), column)
         pos = data.draw(st.integers(0, len(value) - 1), label="pos")
-        alphabet = "0123456789abcdef" if column != "entry" else "0123456789abcdef{}[]\":, x"
+        alphabet = "0123456789abcdef" if column != "entry" else '0123456789abcdef{}[]":, x'
         char = data.draw(st.sampled_from(alphabet).filter(lambda c: c != value[pos]))
         await _set(db, seq, column, value[:pos] + char + value[pos + 1 :])
         with pytest.raises(AuditChainBroken) as info:

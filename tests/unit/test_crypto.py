@@ -97,7 +97,9 @@ def test_parse_jwks_accepts_supported_sets(sig_kind: str, enc_kind: str) -> None
 
 def test_parse_jwks_fills_in_missing_kid_and_alg() -> None:
     sig, enc = key_set("Ed25519", "X25519")
-    bare = [{k: v for k, v in public_only(j).items() if k not in ("kid", "alg")} for j in (sig, enc)]
+    bare = [
+        {k: v for k, v in public_only(j).items() if k not in ("kid", "alg")} for j in (sig, enc)
+    ]
     keys = parse_jwks({"keys": bare})
     assert [k.kid for k in keys] == [sig["kid"], enc["kid"]]
     assert [k.alg for k in keys] == ["EdDSA", "ECDH-ES+A256KW"]
@@ -200,10 +202,8 @@ def test_malformed_encryption_keys_are_value_errors(bad: dict[str, Any]) -> None
     ],
 )
 def test_malformed_signing_keys_are_value_errors(bad: dict[str, Any]) -> None:
-    # PRODUCT BUG: broker/crypto/keys.py:67 catches jwt.PyJWKError, but jwt.PyJWK
-    # raises jwt.InvalidKeyError (not a PyJWKError, not a ValueError) for a bad
-    # Ed25519/P-256 public key, so it escapes parse_jwks/validate_public_jwk and
-    # AgencyService.add/add_key (and the CLI) crash instead of answering InvalidRequest.
+    # Regression: jwt.PyJWK raises jwt.InvalidKeyError (not a PyJWKError) for a bad
+    # Ed25519/P-256 public key; it must surface as ValueError from parse_jwks.
     with pytest.raises(ValueError, match="signing key is malformed"):
         validate_public_jwk(bad)
 
