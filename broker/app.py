@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -139,6 +140,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings, clock=clock)
         app.state.services = services
+        # Long-lived start-up objects leave the collector's view: fewer, shorter pauses.
+        # Young-generation collections every 20k allocations instead of 700: the
+        # request path allocates many short-lived objects that die young anyway.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 50)
         log.info(
             "broker.started",
             engine=services.engine.name,

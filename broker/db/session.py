@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from sqlalchemy import event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -39,13 +40,21 @@ def _begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
 class Database:
     """Owns the async engine; hands out sessions; wraps driver errors."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        kwargs: dict[str, Any] = {
+            "pool_pre_ping": not self.is_sqlite,
+            "json_serializer": _json_text,
+            "json_deserializer": orjson.loads,
+        }
         if not self.is_sqlite:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
@@ -55,7 +64,9 @@ class Database:
         # Serialised writers (the audit log) use their own engine: on SQLite its
         # transactions begin IMMEDIATE; on PostgreSQL it is the same engine.
         if self.is_sqlite:
-            self.write_engine = create_async_engine(url)
+            self.write_engine = create_async_engine(
+                url, json_serializer=_json_text, json_deserializer=orjson.loads
+            )
             event.listen(self.write_engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.write_engine.sync_engine, "connect", _sqlite_autocommit_driver)
             event.listen(self.write_engine.sync_engine, "begin", _begin_immediate)

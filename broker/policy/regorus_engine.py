@@ -18,6 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
 import regorus
 
 from broker.core.errors import PolicyInvalid, PolicyUnavailable
@@ -82,7 +83,7 @@ class RegorusEngine:
     def _evaluate(self, document: dict[str, Any], generation: int, policy_set: PolicySet) -> Any:
         engine = self._engine(generation, policy_set)
         try:
-            engine.set_input_json(json.dumps(document))
+            engine.set_input_json(orjson.dumps(document).decode("utf-8"))
             return engine.eval_rule(RULE)
         except RuntimeError as exc:
             raise PolicyUnavailable("The policy engine failed to evaluate") from exc
