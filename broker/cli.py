@@ -304,5 +304,34 @@ def policy_check() -> None:
     click.echo(f"bundle {policy_set.bundle_hash}")
 
 
+@policy.command("replay")
+@click.option(
+    "--draft",
+    "draft",
+    required=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="A draft agreement folder (replaces the agreement with the same id)",
+)
+@click.option("--limit", type=int, default=None, help="Replay at most this many decisions")
+def policy_replay(draft: Path, limit: int | None) -> None:
+    """Re-decide the recorded decisions against a draft; report what would flip."""
+    from broker.db.session import Database
+    from broker.policy.loader import load_policy_set
+    from broker.policy.replay import replay
+
+    settings = _settings()
+
+    async def go() -> Any:
+        database = Database(settings.async_database_url)
+        try:
+            return await replay(database, load_policy_set(settings.policy_dir), draft, limit=limit)
+        finally:
+            await database.dispose()
+
+    report = _run(go)
+    for line in report.lines():
+        click.echo(line)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

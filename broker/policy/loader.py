@@ -103,7 +103,8 @@ class PolicySet:
         mods = dict(self.library)
         for a in self.agreements.values():
             if a.rego_path is not None:
-                mods[str(a.rego_path.relative_to(self.root))] = a.rego_source
+                # Named by id, so a draft folder outside the root compiles the same.
+                mods[f"agreements/{a.id}/{a.rego_path.name}"] = a.rego_source
         return mods
 
     def data_document(self) -> dict[str, Any]:
@@ -138,6 +139,31 @@ def load_agreement(folder: Path) -> Agreement:
     )
 
 
+def _bundle_hash(library: dict[str, str], agreements: dict[str, Agreement]) -> str:
+    return "sha256:" + sha256_hex(
+        canonical_json(
+            {
+                "library": library,
+                "agreements": {a.id: a.content_hash for a in agreements.values()},
+            }
+        )
+    )
+
+
+def with_agreement(policy_set: PolicySet, agreement: Agreement) -> PolicySet:
+    """The same policy set with ``agreement`` added or replacing its namesake
+    (e.g. a draft version to simulate or replay)."""
+    agreements = dict(policy_set.agreements)
+    agreements[agreement.id] = agreement
+    return PolicySet(
+        root=policy_set.root,
+        reference=policy_set.reference,
+        agreements=agreements,
+        library=policy_set.library,
+        bundle_hash=_bundle_hash(policy_set.library, agreements),
+    )
+
+
 def load_policy_set(root: Path) -> PolicySet:
     """Reads every agreement folder and the shared library under ``root``."""
     root = root.resolve()
@@ -155,18 +181,10 @@ def load_policy_set(root: Path) -> PolicySet:
         for p in sorted((root / "lib").glob("*.rego"))
         if not p.name.endswith("_test.rego")
     }
-    bundle_hash = "sha256:" + sha256_hex(
-        canonical_json(
-            {
-                "library": library,
-                "agreements": {a.id: a.content_hash for a in agreements.values()},
-            }
-        )
-    )
     return PolicySet(
         root=root,
         reference=reference,
         agreements=agreements,
         library=library,
-        bundle_hash=bundle_hash,
+        bundle_hash=_bundle_hash(library, agreements),
     )
