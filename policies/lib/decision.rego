@@ -106,16 +106,24 @@ failed_preconditions contains p.id if {
 preconditions_hold if count(failed_preconditions) == 0
 
 # ---------------------------------------------------------------- step 6
-subject_facts(key) := s if {
-	some s in input.subjects
-	s.key == key
-}
+# Indexed once per request: facts by subject key, and the consent records of
+# this agreement and purpose given before the request, by subject.
+facts_by_key := {s.key: s | some s in input.subjects}
 
-covers(c, item) if {
-	c.subject == item.subject
+request_consents := [c |
+	some c in input.consents
 	c.agreement == input.agreement
 	c.purpose == input.purpose
 	c.given_at_ns <= input.request_time_ns
+]
+
+consents_by_subject[key] := cs if {
+	some s in input.subjects
+	key := s.key
+	cs := [c | some c in request_consents; c.subject == key]
+}
+
+covers(c, item) if {
 	narrowed_ok(c, "elements", item.element)
 	narrowed_ok(c, "recipients", input.recipient)
 }
@@ -124,16 +132,12 @@ narrowed_ok(c, field, _) if not c[field]
 
 narrowed_ok(c, field, value) if value in c[field]
 
-candidates(item) := [c | some c in input.consents; covers(c, item)]
+candidates(item) := [c | some c in consents_by_subject[item.subject]; covers(c, item)]
 
 withdrawn(c) if {
 	c.withdrawn_at_ns != null
 	c.withdrawn_at_ns <= input.request_time_ns
 }
-
-# The most recent candidate record that is not withdrawn at the request time,
-# or, when every candidate is withdrawn, the most recent withdrawn one.
-live(item) := [c | some c in candidates(item); not withdrawn(c)]
 
 # Most recent by given_at; equal times are broken by the larger record id (and
 # then by position) so that exactly one record is chosen. Without the tie-break
@@ -144,9 +148,12 @@ latest(cs) := cs[i] if {
 	i := ranked[count(ranked) - 1][2]
 }
 
-considered(item) := latest(live(item)) if count(live(item)) > 0
-
-else := latest(candidates(item)) if count(candidates(item)) > 0
+# The most recent candidate record that is not withdrawn at the request time,
+# or, when every candidate is withdrawn, the most recent withdrawn one.
+considered(cs) := latest(live) if {
+	live := [c | some c in cs; not withdrawn(c)]
+	count(live) > 0
+} else := latest(cs) if count(cs) > 0
 
 age_band(age) := "age_0_11" if age < 12
 
@@ -198,16 +205,18 @@ giver_satisfied("any_authority_holder", facts, given) if {
 	h in given
 }
 
-consent_outcome(item) := ["deny_consent_missing", null] if {
-	count(candidates(item)) == 0
+consent_outcome(item) := consent_verdict(item, candidates(item))
+
+consent_verdict(item, cs) := ["deny_consent_missing", null] if {
+	count(cs) == 0
 } else := ["deny_consent_withdrawn", c.id] if {
-	c := considered(item)
+	c := considered(cs)
 	withdrawn(c)
 } else := ["allow_consent", c.id] if {
-	c := considered(item)
-	consent_complete(c, subject_facts(item.subject))
+	c := considered(cs)
+	consent_complete(c, facts_by_key[item.subject])
 } else := ["deny_consent_incomplete", c.id] if {
-	c := considered(item)
+	c := considered(cs)
 }
 
 break_glass_applies(item) if {
@@ -221,17 +230,17 @@ basis_outcome(item) := ["allow_statutory_basis", null, null] if {
 } else := [r[0], r[1], null] if {
 	purpose.consent == "required"
 	r := consent_outcome(item)
-} else := ["allow_consent", r[1], null] if {
+} else := consent_or_acute(item, consent_outcome(item)) if {
 	purpose.consent == "required_unless_acute_danger"
-	r := consent_outcome(item)
+}
+
+# Valid consent first; else a valid acute declaration covering the item; else
+# the consent reason code.
+consent_or_acute(item, r) := ["allow_consent", r[1], null] if {
 	r[0] == "allow_consent"
 } else := ["allow_break_glass", null, declaration.id] if {
-	purpose.consent == "required_unless_acute_danger"
 	break_glass_applies(item)
-} else := [r[0], r[1], null] if {
-	purpose.consent == "required_unless_acute_danger"
-	r := consent_outcome(item)
-}
+} else := [r[0], r[1], null]
 
 # ---------------------------------------------------------------- decision
 step_reason(item) := ["deny_agreement_not_in_force", null, null] if {
