@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +148,11 @@ class RunningBroker:
 
 
 @asynccontextmanager
-async def serve_broker(settings: Settings) -> AsyncIterator[RunningBroker]:
+async def serve_broker(
+    settings: Settings, clock: Callable[[], datetime] | None = None
+) -> AsyncIterator[RunningBroker]:
     port = int(settings.public_url.rsplit(":", 1)[1])
-    app = create_app(settings)
+    app = create_app(settings, clock=clock) if clock else create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(
             app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"
