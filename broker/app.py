@@ -14,7 +14,8 @@ from adapters.brp.client import BrpRegister
 from adapters.partner_api.adapter import PartnerApiAdapter
 from audit.log import AuditWriter
 from broker.agencies.service import AgencyDirectory
-from broker.core.clock import Clock, system_clock
+from broker.agreements.service import AgreementService
+from broker.core.clock import Clock, dutch_date, system_clock
 from broker.core.protocols import PartnerAdapter, PolicyEngine, SubjectRegister
 from broker.crypto.jose import Sealer
 from broker.crypto.keys import BrokerKeyring, Pseudonymizer, load_or_create_pseudonym_key
@@ -47,6 +48,7 @@ class Services:
     tokens: TokenService
     exchanges: ExchangeService
     watcher: PolicyWatcher
+    agreements: AgreementService
 
     def use_policy_set(self, policy_set: PolicySet) -> None:
         self.policy_set = policy_set
@@ -81,7 +83,10 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         if settings.pseudonym_key is not None
         else load_or_create_pseudonym_key(settings.keys_dir)
     )
-    policy_set = load_policy_set(settings.policy_dir)
+    audit = AuditWriter(db, batch_max=settings.audit_batch_max)
+    await audit.start()
+    agreements = AgreementService(db, audit)
+    policy_set = await agreements.enforce(load_policy_set(settings.policy_dir), dutch_date(clock()))
     engine = build_engine(settings, policy_set)
     directory = AgencyDirectory(db)
     register = BrpRegister(settings.register_url, timeout=settings.register_timeout_seconds)
@@ -90,8 +95,6 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
             timeout=settings.adapter_timeout_seconds, retries=settings.adapter_retries
         )
     }
-    audit = AuditWriter(db, batch_max=settings.audit_batch_max)
-    await audit.start()
     tokens = TokenService(
         db=db,
         directory=directory,
@@ -112,7 +115,15 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         sealer=Sealer(),
         clock=clock,
     )
-    watcher = PolicyWatcher(settings.policy_dir, engine, interval=settings.policy_poll_seconds)
+    watcher = PolicyWatcher(
+        settings.policy_dir,
+        engine,
+        interval=settings.policy_poll_seconds,
+        enforce=agreements.enforce,
+        fingerprint=agreements.fingerprint,
+        clock=clock,
+    )
+    await watcher.prime()
     services = Services(
         settings=settings,
         db=db,
@@ -126,6 +137,7 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         tokens=tokens,
         exchanges=exchanges,
         watcher=watcher,
+        agreements=agreements,
     )
     watcher.subscribe(services.use_policy_set)
     watcher.start()
@@ -158,6 +170,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             await services.aclose()
 
     from broker import problems
+    from broker.agreements.api import router as agreements_router
     from broker.exchange.api import router as exchange_router
     from broker.health import router as health_router
     from broker.security.api import router as security_router
@@ -177,6 +190,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     problems.install(app)
     app.include_router(security_router)
     app.include_router(exchange_router)
+    app.include_router(agreements_router)
     app.include_router(health_router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)

@@ -304,6 +304,84 @@ def policy_check() -> None:
     click.echo(f"bundle {policy_set.bundle_hash}")
 
 
+@policy.command("sign")
+@click.option("--oin", required=True, help="The signing agency's OIN")
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="The agency's private JWKS (its signing key signs)",
+)
+@click.option(
+    "--agreement",
+    "agreement_ids",
+    multiple=True,
+    help="Sign only these agreements (default: every one listing the agency)",
+)
+def policy_sign(oin: str, key_path: Path, agreement_ids: tuple[str, ...]) -> None:
+    """Sign agreement versions as a signatory agency (its content hash, with its key)."""
+    from audit.log import AuditWriter
+    from broker.agencies.service import AgencyService
+    from broker.agreements.service import AgreementService
+    from broker.db.session import Database
+    from broker.policy.loader import load_policy_set
+    from broker.reference import ReferenceData
+
+    settings = _settings()
+    keys = _read_json(key_path)
+    sig = next((k for k in keys.get("keys", []) if k.get("use") == "sig" and "d" in k), None)
+    if sig is None:
+        raise click.ClickException(f"{key_path}: no private signing key")
+
+    async def go() -> list[str]:
+        database = Database(settings.async_database_url)
+        audit = AuditWriter(database)
+        await audit.start()
+        try:
+            signer = await AgencyService(database, ReferenceData.load(settings.policy_dir)).get(oin)
+            return await AgreementService(database, audit).sign_as(
+                load_policy_set(settings.policy_dir),
+                signer,
+                sig,
+                list(agreement_ids) or None,
+            )
+        finally:
+            await audit.stop()
+            await database.dispose()
+
+    signed = _run(go)
+    click.echo("signed: " + (", ".join(signed) if signed else "nothing new to sign"))
+
+
+@policy.command("status")
+def policy_status() -> None:
+    """Every agreement: content hash, state, and which signatories have signed."""
+    from datetime import UTC, datetime
+
+    from broker.agreements.service import AgreementService
+    from broker.db.session import Database
+    from broker.policy.loader import load_policy_set
+
+    settings = _settings()
+
+    async def go() -> Any:
+        database = Database(settings.async_database_url)
+        try:
+            return await AgreementService(database).statuses(
+                load_policy_set(settings.policy_dir), datetime.now(UTC).date()
+            )
+        finally:
+            await database.dispose()
+
+    for status in _run(go):
+        a = status.agreement
+        click.echo(f"{a.id} v{a.version}  {status.state}  {a.content_hash}")
+        for e in status.signatories:
+            mark = f"signed by {e.signed_by_oin}" if e.signed_by_oin else "NOT SIGNED"
+            click.echo(f"    {e.party:<26} {mark}")
+
+
 @policy.command("replay")
 @click.option(
     "--draft",

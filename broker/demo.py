@@ -17,12 +17,15 @@ from typing import Any
 
 import uvicorn
 
+from audit.log import AuditWriter
 from broker.agencies.service import AgencyService
+from broker.agreements.service import AgreementService
 from broker.app import create_app
 from broker.crypto.keys import generate_jwk, public_only, write_secret_json
 from broker.db.migrate import upgrade
 from broker.db.session import Database
 from broker.partner_kit import PartnerClient
+from broker.policy.loader import load_policy_set
 from broker.reference import ReferenceData
 from broker.settings import Settings
 
@@ -152,9 +155,27 @@ async def _register_agencies(
                 endpoint_url=urls["parties"].get(party),
             )
             partners[party] = (oin, private)
+        await sign_agreements(database, settings, partners)
     finally:
         await database.dispose()
     return partners
+
+
+async def sign_agreements(
+    database: Database, settings: Settings, partners: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    """Every agency signs the agreements that list it as a signatory."""
+    audit = AuditWriter(database)
+    await audit.start()
+    try:
+        agencies = AgencyService(database, ReferenceData.load(settings.policy_dir))
+        agreements = AgreementService(database, audit)
+        policy_set = load_policy_set(settings.policy_dir)
+        for oin, private in partners.values():
+            sig = next(k for k in private["keys"] if k["use"] == "sig")
+            await agreements.sign_as(policy_set, await agencies.get(oin), sig)
+    finally:
+        await audit.stop()
 
 
 async def _script(base_url: str, partners: dict[str, tuple[str, dict[str, Any]]]) -> None:

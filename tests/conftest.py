@@ -14,10 +14,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+import jwt
 import psycopg
 import pytest
 import uvicorn
@@ -29,21 +31,15 @@ from broker.crypto.keys import generate_jwk, public_only
 from broker.db.migrate import upgrade
 from broker.db.models import Base
 from broker.db.session import Database
+from broker.demo import DEMO_AGENCIES, sign_agreements
 from broker.partner_kit import PartnerClient
 from broker.reference import ReferenceData
 from broker.settings import PROJECT_ROOT, Settings
 
 PG_ADMIN = os.environ.get("BROKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-# Demo-like agencies used across integration tests.
-AGENCIES = {
-    "veilig_thuis": "00000001800006185000",
-    "politie": "00000001800014844000",
-    "raad_kinderbescherming": "00000001800034636000",
-    "ggz": "00000003812345670000",
-    "gemeente_wijkteam": "00000001812345678000",
-    "schuldhulpverlening": "00000003812345700000",
-}
+# The demo's agencies (one per party, OINs as in the agreements' signatories).
+AGENCIES = {party: oin for party, oin, _ in DEMO_AGENCIES}
 
 
 def free_port() -> int:
@@ -188,9 +184,14 @@ def broker_settings(
 
 
 async def register_partners(
-    settings: Settings, simulators: dict[str, Any], parties: dict[str, str] | None = None
+    settings: Settings,
+    simulators: dict[str, Any],
+    parties: dict[str, str] | None = None,
+    *,
+    sign: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Registers agencies with fresh keys; returns party -> private JWKS (with oin)."""
+    """Registers agencies with fresh keys and (unless ``sign`` is false) has each
+    sign the agreements that list it; returns party -> private JWKS (with oin)."""
     db = Database(settings.async_database_url)
     service = AgencyService(db, ReferenceData.load(settings.policy_dir))
     out: dict[str, dict[str, Any]] = {}
@@ -206,6 +207,8 @@ async def register_partners(
                 endpoint_url=simulators["parties"].get(party),
             )
             out[party] = {"oin": oin, "keys": [sig, enc]}
+        if sign:
+            await sign_agreements(db, settings, {p: (v["oin"], v) for p, v in out.items()})
     finally:
         await db.dispose()
     return out
@@ -219,6 +222,39 @@ class Harness:
     def client(self, party: str) -> PartnerClient:
         p = self.partners[party]
         return PartnerClient(self.broker.base_url, p["oin"], {"keys": p["keys"]})
+
+    async def sign(self, party: str, agreement_id: str) -> httpx.Response:
+        """The agency signs the agreement's current version over the API, making
+        the JWS with a stock library (PyJWT) as any partner would."""
+        client = self.client(party)
+        try:
+            token = await client.token()
+            headers = {"Authorization": f"Bearer {token}"}
+            listed = await client.http.get(self.broker.base_url + "/v1/agreements", headers=headers)
+            agreement = next(a for a in listed.json() if a["id"] == agreement_id)
+            sig = next(k for k in self.partners[party]["keys"] if k["use"] == "sig")
+            payload = json.dumps(
+                {
+                    "agreement_id": agreement_id,
+                    "version": agreement["version"],
+                    "content_hash": agreement["content_hash"],
+                    "party": party,
+                    "oin": self.partners[party]["oin"],
+                    "signed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+                sort_keys=True,
+                separators=(",", ":"),
+            ).encode()
+            jws = jwt.api_jws.encode(
+                payload, jwt.PyJWK(sig).key, algorithm=sig["alg"], headers={"kid": sig["kid"]}
+            )
+            return await client.http.post(
+                self.broker.base_url + f"/v1/agreements/{agreement_id}/signatures",
+                json={"jws": jws},
+                headers=headers,
+            )
+        finally:
+            await client.aclose()
 
 
 @pytest.fixture

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from audit import models as audit_models
 from broker.agencies import models as agency_models
+from broker.agreements import models as agreement_models
 from broker.db.base import Base
 from broker.exchange import models as exchange_models
 from broker.security import models as security_models
 
-__all__ = ["Base", "agency_models", "audit_models", "exchange_models", "security_models"]
+__all__ = [
+    "Base",
+    "agency_models",
+    "agreement_models",
+    "audit_models",
+    "exchange_models",
+    "security_models",
+]

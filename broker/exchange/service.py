@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -85,6 +86,9 @@ class ExchangeService:
         self._pseudo = pseudonymizer
         self._sealer = sealer
         self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock()
 
     async def handle(
         self, principal: Principal, request: ExchangeRequest, request_id: str

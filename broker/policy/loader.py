@@ -98,6 +98,9 @@ class PolicySet:
     agreements: dict[str, Agreement]
     library: dict[str, str]  # relative path -> Rego source
     bundle_hash: str
+    # Ids of agreements whose every signatory signed the current content hash.
+    # None: no signature gating (tools that simulate, test or replay drafts).
+    enforced: frozenset[str] | None = None
 
     def modules(self) -> dict[str, str]:
         mods = dict(self.library)
@@ -108,9 +111,42 @@ class PolicySet:
         return mods
 
     def data_document(self) -> dict[str, Any]:
-        return {
-            "broker": {"agreements": {a.id: a.data_document() for a in self.agreements.values()}}
-        }
+        agreements = {}
+        for a in self.agreements.values():
+            doc = a.data_document()
+            if self.enforced is not None and a.id not in self.enforced:
+                doc["status"] = "unsigned"  # not in force until every signatory signed
+            agreements[a.id] = doc
+        return {"broker": {"agreements": agreements}}
+
+    def with_enforced(self, enforced: frozenset[str]) -> PolicySet:
+        """This set, enforcing only the fully signed agreements ``enforced``."""
+        return PolicySet(
+            root=self.root,
+            reference=self.reference,
+            agreements=self.agreements,
+            library=self.library,
+            bundle_hash=_bundle_hash(self.library, self.agreements, enforced),
+            enforced=enforced,
+        )
+
+
+def is_signed_file(path: Path) -> bool:
+    """The files whose bytes an agreement's signatures cover: everything in the
+    folder except Rego tests (``*_test.rego``) and hidden files."""
+    return path.is_file() and not path.name.startswith(".") and not path.name.endswith("_test.rego")
+
+
+def folder_hash(folder: Path) -> str:
+    """Content hash of an agreement folder: SHA-256 over the canonical JSON of
+    {relative path: SHA-256 of the file's bytes} for every signed file. Any
+    change to any of those files changes it (and invalidates signatures)."""
+    files = {
+        p.relative_to(folder).as_posix(): sha256_hex(p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if is_signed_file(p)
+    }
+    return "sha256:" + sha256_hex(canonical_json({"files": files}))
 
 
 def load_agreement(folder: Path) -> Agreement:
@@ -125,9 +161,7 @@ def load_agreement(folder: Path) -> Agreement:
     source = _plain(raw)
     rego_path = folder / "policy.rego"
     rego_source = rego_path.read_text(encoding="utf-8") if rego_path.exists() else ""
-    content_hash = "sha256:" + sha256_hex(
-        canonical_json({"agreement": source, "rego": rego_source})
-    )
+    content_hash = folder_hash(folder)
     return Agreement(
         id=str(source["id"]),
         version=str(source.get("version", "")),
@@ -139,15 +173,18 @@ def load_agreement(folder: Path) -> Agreement:
     )
 
 
-def _bundle_hash(library: dict[str, str], agreements: dict[str, Agreement]) -> str:
-    return "sha256:" + sha256_hex(
-        canonical_json(
-            {
-                "library": library,
-                "agreements": {a.id: a.content_hash for a in agreements.values()},
-            }
-        )
-    )
+def _bundle_hash(
+    library: dict[str, str],
+    agreements: dict[str, Agreement],
+    enforced: frozenset[str] | None = None,
+) -> str:
+    document: dict[str, Any] = {
+        "library": library,
+        "agreements": {a.id: a.content_hash for a in agreements.values()},
+    }
+    if enforced is not None:
+        document["enforced"] = sorted(enforced)
+    return "sha256:" + sha256_hex(canonical_json(document))
 
 
 def with_agreement(policy_set: PolicySet, agreement: Agreement) -> PolicySet:
@@ -160,7 +197,8 @@ def with_agreement(policy_set: PolicySet, agreement: Agreement) -> PolicySet:
         reference=policy_set.reference,
         agreements=agreements,
         library=policy_set.library,
-        bundle_hash=_bundle_hash(policy_set.library, agreements),
+        bundle_hash=_bundle_hash(policy_set.library, agreements, policy_set.enforced),
+        enforced=policy_set.enforced,
     )
 
 

@@ -1,20 +1,25 @@
-"""Reloads the policy set when policy files change, atomically.
+"""Reloads the policy set when policy files or agreement signatures change, atomically.
 
-The watcher polls the policy folder's file signature. On a change it loads and
-compiles the new set off the event loop; only a set that loads and compiles is
-swapped in, so an invalid edit leaves the broker serving the last valid set.
+The watcher polls a fingerprint: the policy folder's file signature, the
+signature table's state and today's date (so expiry takes effect and is
+recorded). On a change it loads and compiles the new set off the event loop;
+only a set that loads and compiles is swapped in, so an invalid edit leaves the
+broker serving the last valid set. Requests in flight finish on the set they
+started with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
+from datetime import date
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
+from broker.core.clock import Clock, dutch_date, system_clock
 from broker.core.errors import BrokerError
 from broker.policy.loader import PolicySet, load_policy_set
 
@@ -25,11 +30,23 @@ class Reloadable(Protocol):
     async def reload(self, policy_set: PolicySet) -> None: ...
 
 
+Enforce = Callable[[PolicySet, date], Awaitable[PolicySet]]
+Fingerprint = Callable[[], Awaitable[Hashable]]
+
+
 def signature(root: Path) -> tuple[tuple[str, int, int], ...]:
     files = sorted(
         p for p in root.rglob("*") if p.is_file() and p.suffix in {".rego", ".yaml", ".yml"}
     )
     return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+
+
+async def _no_fingerprint() -> Hashable:
+    return None
+
+
+async def _enforce_all(policy_set: PolicySet, _today: date) -> PolicySet:
+    return policy_set
 
 
 class PolicyWatcher:
@@ -39,18 +56,38 @@ class PolicyWatcher:
         engine: Reloadable,
         *,
         interval: float = 2.0,
+        enforce: Enforce = _enforce_all,
+        fingerprint: Fingerprint = _no_fingerprint,
+        clock: Clock = system_clock,
     ) -> None:
         self._root = root
         self._engine = engine
-        self._subscribers: list[Callable[[PolicySet], None]] = []
         self._interval = interval
-        self._signature = signature(root)
+        self._enforce = enforce
+        self._fingerprint = fingerprint
+        self._clock = clock
+        self._seen: Hashable = None
         self._task: asyncio.Task[None] | None = None
+        self._subscribers: list[Callable[[PolicySet], None]] = []
         self.last_error: str | None = None
 
     def subscribe(self, callback: Callable[[PolicySet], None]) -> None:
         """``callback`` gets every policy set that was swapped in."""
         self._subscribers.append(callback)
+
+    async def _current(self) -> Hashable:
+        files = await asyncio.to_thread(signature, self._root)
+        return (files, await self._fingerprint(), dutch_date(self._clock()))
+
+    async def prime(self) -> None:
+        """Takes the current state as seen (after the initial load elsewhere)."""
+        self._seen = await self._current()
+
+    async def load(self) -> PolicySet:
+        """Loads the files and applies signature enforcement (no engine swap)."""
+        self._seen = await self._current()
+        policy_set = await asyncio.to_thread(load_policy_set, self._root)
+        return await self._enforce(policy_set, dutch_date(self._clock()))
 
     def start(self) -> None:
         if self._interval > 0 and self._task is None:
@@ -66,16 +103,18 @@ class PolicyWatcher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            await self.check()
+            try:
+                await self.check()
+            except BrokerError as exc:  # e.g. the database is briefly unavailable
+                log.warning("policy.check_failed", error=exc.diagnostics())
 
     async def check(self) -> bool:
-        """Reloads when the files changed; True when a new set was swapped in."""
-        current = await asyncio.to_thread(signature, self._root)
-        if current == self._signature:
+        """Reloads when anything changed; True when a new set was swapped in."""
+        current = await self._current()
+        if current == self._seen:
             return False
-        self._signature = current
         try:
-            policy_set = await asyncio.to_thread(load_policy_set, self._root)
+            policy_set = await self.load()
             await self._engine.reload(policy_set)
         except BrokerError as exc:
             self.last_error = exc.diagnostics()

@@ -82,8 +82,9 @@ async def test_exchange_releases_exactly_what_is_allowed(harness: Harness) -> No
         decisions = await session.get(DecisionRecord, body["decision_id"])
     assert exchanges == 1
     assert decisions is not None and decisions.input["purpose"] == SUSPECT_HISTORY["purpose_id"]
+    # The log also holds the agreement signatures and activations; it verifies whole.
     summary = await verify_chain(services.db)
-    assert summary.size == len(entries)
+    assert summary.size > max(body["audit_indices"])
 
 
 async def test_household_elements_and_boolean_only(harness: Harness) -> None:

@@ -4,11 +4,15 @@ answer) is enforced exactly as written."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from audit.models import AuditEntry
 from broker.settings import PROJECT_ROOT
 from tests.conftest import Harness, broker_settings, clean, register_partners, serve_broker
 
@@ -33,7 +37,9 @@ AGREEMENT = textwrap.dedent(
         legal_basis_ids: [bw_1_240]
         consent: not_required_with_basis
         preconditions:
-          - {id: raad_running, description: "Raad investigation running", check: "context.raad_investigation_status == 'lopend'"}
+          - id: raad_running
+            description: Raad investigation running
+            check: "context.raad_investigation_status == 'lopend'"
         response_form: full
       - id: bekend_bij_schuldhulp
         description: The local team asks whether a person is known to the debt service (yes/no).
@@ -46,8 +52,8 @@ AGREEMENT = textwrap.dedent(
         preconditions: []
         response_form: boolean_only
     signatories:
-      - {party: schuldhulpverlening, organisation: Test, signed_by: A, function: B, signed_on: 2025-01-01}
-      - {party: raad_kinderbescherming, organisation: Test, signed_by: C, function: D, signed_on: 2025-01-01}
+      - {party: schuldhulpverlening, organisation: Test, signed_by: A, signed_on: 2025-01-01}
+      - {party: raad_kinderbescherming, organisation: Test, signed_by: C, signed_on: 2025-01-01}
     """
 )
 
@@ -58,7 +64,7 @@ POLICY = textwrap.dedent(
     import rego.v1
 
     precondition contains "raad_running" if {
-    	input.context.raad_investigation_status == "lopend"
+        input.context.raad_investigation_status == "lopend"
     }
     """
 )
@@ -95,6 +101,30 @@ async def test_a_new_agreement_folder_is_enforced_as_written(
             (folder / "agreement.yaml").write_text(AGREEMENT)
             (folder / "policy.rego").write_text(POLICY)
             assert await broker.services.watcher.check()
+            # Loaded, but not in force until every signatory signed this version.
+            unsigned = (await raad.exchange(ask_debt)).json()
+            assert {i["reason"] for i in unsigned["items"]} == {"deny_agreement_not_in_force"}
+            first = await harness.sign("schuldhulpverlening", "agr-test-schuld-raad")
+            assert first.status_code == 201, first.text
+            assert first.json()["state"] == "unsigned"
+            second = await harness.sign("raad_kinderbescherming", "agr-test-schuld-raad")
+            assert second.status_code == 201, second.text
+            assert second.json()["state"] == "in_force"
+            # A party that is not a signatory cannot sign.
+            assert (await harness.sign("politie", "agr-test-schuld-raad")).status_code == 403
+            # Signatures and the activation are in the audit log.
+            async with broker.services.db.session() as session:
+                kinds = [
+                    (e.kind, json.loads(e.entry).get("state"))
+                    for e in (await session.scalars(select(AuditEntry).order_by(AuditEntry.seq)))
+                    if e.kind.startswith("agreement") and "agr-test-schuld-raad" in e.entry
+                ]
+            assert kinds == [
+                ("agreement_state", "unsigned"),
+                ("agreement_signature", None),
+                ("agreement_signature", None),
+                ("agreement_state", "in_force"),
+            ]
 
             body = (await raad.exchange(ask_debt)).json()
             reasons = {i["element"]: i["reason"] for i in body["items"]}

@@ -43,6 +43,14 @@ async def test_reload_applies_valid_edits_and_keeps_last_valid_set(
             assert edited != text
             path.write_text(edited)
             assert await services.watcher.check()
+            # A changed file invalidates the signatures: not in force until re-signed.
+            unsigned = (await client.exchange(SUSPECT_HISTORY)).json()
+            assert {i["reason"] for i in unsigned["items"]} == {"deny_agreement_not_in_force"}
+            harness = Harness(broker, partners)
+            for party in ("veilig_thuis", "politie", "gemeente_wijkteam", "openbaar_ministerie"):
+                signed = await harness.sign(party, "agr-vt-politie-hg")
+                assert signed.status_code == 201, signed.text
+            assert signed.json()["state"] == "in_force"
             after = (await client.exchange(SUSPECT_HISTORY)).json()
             reasons = {i["element"]: i["reason"] for i in after["items"]}
             assert reasons["police.tijdelijk_huisverbod"] == "deny_element_not_allowed"
