@@ -411,5 +411,18 @@ def policy_replay(draft: Path, limit: int | None) -> None:
         click.echo(line)
 
 
+def _register_policy_commands() -> None:
+    from broker.policy.diff import diff_command
+    from broker.policy.explain import explain_command
+    from broker.policy.matrix import matrix_command
+    from broker.policy.render import render_command
+
+    for command in (explain_command, matrix_command, diff_command, render_command):
+        policy.add_command(command)
+
+
+_register_policy_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -202,6 +202,7 @@ class ExchangeService:
             payload=payload,
             requester=requester,
             provider=provider,
+            policy_input=policy_input,
         )
 
     async def _resolve_provider(self, request: ExchangeRequest) -> AgencyView:
@@ -435,6 +436,7 @@ class ExchangeService:
         payload: str | None,
         requester: AgencyView,
         provider: AgencyView,
+        policy_input: PolicyInput,
     ) -> ExchangeResponse:
         bases = self.policy_set.reference.legal_bases
         out = [
@@ -458,6 +460,7 @@ class ExchangeService:
                     recipient=requester.party_type,
                     provider=provider.party_type,
                     policy_set=self.policy_set,
+                    policy_input=policy_input,
                 ),
             )
             for item, decided, status in zip(items, decision.items, statuses, strict=True)
