@@ -27,6 +27,7 @@ from broker.policy.loader import PolicySet, load_policy_set
 from broker.policy.opa_engine import OpaEngine
 from broker.policy.regopy_engine import RegopyEngine
 from broker.policy.regorus_engine import RegorusEngine
+from broker.policy.validate import assert_valid
 from broker.policy.watcher import PolicyWatcher
 from broker.security.tokens import TokenService
 from broker.settings import EngineKind, Settings
@@ -86,6 +87,7 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
     audit = AuditWriter(db, batch_max=settings.audit_batch_max)
     await audit.start()
     agreements = AgreementService(db, audit)
+    assert_valid(settings.policy_dir)  # refuse to start on an invalid policy set
     policy_set = await agreements.enforce(load_policy_set(settings.policy_dir), dutch_date(clock()))
     engine = build_engine(settings, policy_set)
     directory = AgencyDirectory(db)

@@ -287,23 +287,6 @@ def policy() -> None:
     """Sharing agreements as policy files."""
 
 
-@policy.command("check")
-def policy_check() -> None:
-    """Load and compile every agreement with the shared library."""
-    from broker.policy.loader import load_policy_set
-    from broker.policy.regopy_engine import compile_policy_set
-
-    settings = _settings()
-    try:
-        policy_set = load_policy_set(settings.policy_dir)
-        compile_policy_set(policy_set)
-    except BrokerError as exc:
-        raise click.ClickException(exc.diagnostics()) from exc
-    for a in policy_set.agreements.values():
-        click.echo(f"{a.id} v{a.version}: {len(a.purposes)} purposes, {a.content_hash}")
-    click.echo(f"bundle {policy_set.bundle_hash}")
-
-
 @policy.command("sign")
 @click.option("--oin", required=True, help="The signing agency's OIN")
 @click.option(
@@ -416,8 +399,15 @@ def _register_policy_commands() -> None:
     from broker.policy.explain import explain_command
     from broker.policy.matrix import matrix_command
     from broker.policy.render import render_command
+    from broker.policy.validate import check_command
 
-    for command in (explain_command, matrix_command, diff_command, render_command):
+    for command in (
+        check_command,
+        explain_command,
+        matrix_command,
+        diff_command,
+        render_command,
+    ):
         policy.add_command(command)
 
 

@@ -22,6 +22,7 @@ import structlog
 from broker.core.clock import Clock, dutch_date, system_clock
 from broker.core.errors import BrokerError
 from broker.policy.loader import PolicySet, load_policy_set
+from broker.policy.validate import assert_valid
 
 log = structlog.get_logger("policy")
 
@@ -86,6 +87,7 @@ class PolicyWatcher:
     async def load(self) -> PolicySet:
         """Loads the files and applies signature enforcement (no engine swap)."""
         self._seen = await self._current()
+        await asyncio.to_thread(assert_valid, self._root)  # an invalid set is refused whole
         policy_set = await asyncio.to_thread(load_policy_set, self._root)
         return await self._enforce(policy_set, dutch_date(self._clock()))
 

@@ -1,0 +1,1000 @@
+"""Validation of the policy set with readable, line-precise errors.
+
+``validate_policy_dir`` reads every ``agreements/*/agreement.yaml`` with line numbers
+(``yaml.compose``), checks it against the reference data (catalogue, parties, legal
+bases) and against the folder's ``policy.rego``, compares the versions of one agreement
+for overlapping validity, and compiles the Rego with regorus and regopy. Every fault
+becomes a ``Problem`` (file relative to the policy root, line, message); bad input never
+raises. ``broker policy check`` (``check_command``) prints them as ``file:line: message``;
+``assert_valid`` refuses an invalid set with ``PolicyInvalid``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import regopy
+import regorus
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from broker.core.errors import BrokerError, PolicyInvalid
+from broker.policy.loader import DECISION_QUERY, duration_seconds, load_policy_set, rego_package
+from broker.settings import Settings
+
+try:
+    from yaml import CSafeLoader as _YamlLoader
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
+
+REQUIRED_FIELDS = (
+    "id",
+    "title",
+    "version",
+    "status",
+    "valid_from",
+    "valid_until",
+    "parties",
+    "purposes",
+    "signatories",
+)
+REQUIRED_PURPOSE_FIELDS = (
+    "id",
+    "providers",
+    "recipients",
+    "allowed_elements",
+    "legal_basis_ids",
+    "consent",
+    "response_form",
+)
+REQUIRED_ACUTE_FIELDS = ("declarable_by", "allowed_elements", "max_duration")
+STATUSES = ("draft", "active", "suspended", "expired", "superseded")
+CONSENT_MODES = ("required", "not_required_with_basis", "required_unless_acute_danger")
+RESPONSE_FORMS = ("full", "boolean_only")
+AGE_BANDS = ("age_0_11", "age_12_15", "age_16_17", "age_18_plus")
+CONSENT_GIVERS = ("child", "all_authority_holders", "any_authority_holder", "subject")
+MAX_REPORTED = 20
+
+_PACKAGE = re.compile(r"^[ \t]*package[ \t]+([A-Za-z0-9_.]+)", re.MULTILINE)
+_PRECONDITION = re.compile(r'^[ \t]*precondition[ \t]+contains[ \t]+"([^"\\\n]*)"', re.MULTILINE)
+_ACUTE_EVIDENCE = re.compile(r"^[ \t]*acute_evidence\b", re.MULTILINE)
+_REGORUS_AT = re.compile(r"-->\s*(?P<file>\S.*?):(?P<line>[0-9]+):(?P<col>[0-9]+)")
+_REGORUS_MSG = re.compile(r"^error:\s*(?P<msg>.+)$", re.MULTILINE)
+_REGOPY_ERROR = re.compile(rb"\(error (?P<n>[0-9]+):")
+_REGOPY_AT = re.compile(rb"\|(?P<offset>[0-9]+)\|(?P<length>[0-9]+)")
+_REGOPY_MSG = re.compile(rb"\(errormsg (?P<n>[0-9]+):")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fault in the policy set: a file (relative to the policy root), a line, a message."""
+
+    path: Path
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+def _rel(path: Path, root: Path) -> Path:
+    try:
+        return path.relative_to(root)
+    except ValueError:
+        return path
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _listing(values: Iterable[str]) -> str:
+    return ", ".join(values)
+
+
+class _Invalid:
+    """A scalar YAML could resolve but not construct (e.g. the date 2025-02-30)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- YAML reading
+class _YamlFile:
+    """One YAML file read as nodes (for line numbers); collects the file's problems."""
+
+    def __init__(self, path: Path, rel: Path, problems: list[Problem]) -> None:
+        self.path = path
+        self.rel = rel
+        self._problems = problems
+        self._values: dict[int, tuple[Node, Any]] = {}  # id(node) -> (node, value)
+
+    def add(self, at: Node | int, message: str) -> None:
+        line = at if isinstance(at, int) else _line(at)
+        self._problems.append(Problem(self.rel, line, message))
+
+    def compose(self) -> Node | None:
+        """The document's root node, or None (reported) when it cannot be read."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.add(0 if isinstance(exc, OSError) else 1, f"cannot read file ({exc})")
+            return None
+        loader = _YamlLoader(text)
+        try:
+            node: Node | None = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            message = f"YAML does not parse: {exc.problem or exc.context}"
+            if exc.problem and exc.context:
+                where = f" at line {exc.context_mark.line + 1}" if exc.context_mark else ""
+                message += f" ({exc.context}{where})"
+            self.add(mark.line + 1 if mark else 1, message)
+            return None
+        except yaml.YAMLError as exc:
+            self.add(1, f"YAML does not parse: {exc}")
+            return None
+        finally:
+            loader.dispose()
+        if node is None:
+            self.add(1, "the file is empty")
+        return node
+
+    def value(self, node: Node) -> Any:
+        """The Python value of a scalar node; an ``_Invalid`` when it cannot be built."""
+        if not isinstance(node, ScalarNode):
+            return _Invalid("not a scalar")
+        if id(node) not in self._values:
+            # A fresh constructor per scalar: a failed construction leaves state behind.
+            try:
+                value = SafeConstructor().construct_object(node, deep=True)
+            except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+                value = _Invalid(f"cannot read {node.value!r} ({exc})")
+            self._values[id(node)] = (node, value)
+        return self._values[id(node)][1]
+
+    def describe(self, node: Node) -> str:
+        if isinstance(node, MappingNode):
+            return "a mapping"
+        if isinstance(node, SequenceNode):
+            return "a list"
+        value = self.value(node)
+        kinds: list[tuple[type | tuple[type, ...], str]] = [
+            (_Invalid, "an unreadable value"),
+            (type(None), "null"),
+            (bool, "a boolean"),
+            ((int, float), "a number"),
+            (datetime, "a timestamp"),
+            (date, "a date"),
+            (str, "a string"),
+        ]
+        for kind, text in kinds:
+            if isinstance(value, kind):
+                return text
+        return f"a {type(value).__name__}"
+
+    def wrong(self, node: Node, where: str, expected: str) -> None:
+        value = self.value(node) if isinstance(node, ScalarNode) else None
+        if isinstance(value, _Invalid):
+            self.add(node, f"{where}: {value.reason}")
+        else:
+            self.add(node, f"{where}: expected {expected}, got {self.describe(node)}")
+
+    def mapping(self, node: Node, where: str) -> dict[str, tuple[Node, Node]] | None:
+        """Keys (as text) to (key node, value node); reports a non-mapping and duplicate keys."""
+        if not isinstance(node, MappingNode):
+            self.wrong(node, where or "document", "a mapping")
+            return None
+        out: dict[str, tuple[Node, Node]] = {}
+        prefix = f"{where}: " if where else ""
+        for key_node, value_node in node.value:
+            key = self.value(key_node)
+            text = key if isinstance(key, str) else str(getattr(key_node, "value", key))
+            if text in out:
+                first = _line(out[text][0])
+                self.add(key_node, f"{prefix}duplicate key '{text}' (first at line {first})")
+            out[text] = (key_node, value_node)
+        return out
+
+    def require(
+        self, fields: dict[str, tuple[Node, Node]], node: Node, where: str, names: Iterable[str]
+    ) -> None:
+        prefix = f"{where}: " if where else ""
+        for name in names:
+            if name not in fields:
+                self.add(node, f"{prefix}missing required field '{name}'")
+
+    def text(self, node: Node, where: str) -> str | None:
+        value = self.value(node)
+        if isinstance(value, str) and value.strip():
+            return value
+        self.wrong(node, where, "a non-empty string")
+        return None
+
+    def day(self, node: Node, where: str) -> date | None:
+        value = self.value(node)
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                pass
+        self.wrong(node, where, "a date (YYYY-MM-DD)")
+        return None
+
+    def items(self, node: Node, where: str, what: str) -> list[Node] | None:
+        if not isinstance(node, SequenceNode):
+            self.wrong(node, where, f"a list of {what}")
+            return None
+        return list(node.value)
+
+    def ids(
+        self, node: Node, where: str, what: str, *, non_empty: bool = True
+    ) -> list[tuple[str, Node]]:
+        """A list of id strings with their nodes; reports the list and each bad item."""
+        items = self.items(node, where, what)
+        if items is None:
+            return []
+        if not items and non_empty:
+            self.add(node, f"{where}: expected a non-empty list of {what}")
+        out: list[tuple[str, Node]] = []
+        for index, item in enumerate(items):
+            text = self.text(item, f"{where}[{index}]")
+            if text is not None:
+                out.append((text, item))
+        return out
+
+    def records(self, node: Node, where: str, what: str) -> Iterator[tuple[str, MappingNode]]:
+        """The mappings of a list of mappings, each with its label ``where[index]``."""
+        for index, item in enumerate(self.items(node, where, what) or []):
+            label = f"{where}[{index}]"
+            if isinstance(item, MappingNode):
+                yield label, item
+            else:
+                self.wrong(item, label, "a mapping")
+
+
+# --------------------------------------------------------------------------- reference data
+@dataclass
+class _Reference:
+    """Known ids; ``None`` where the reference file itself is unusable (checks skipped)."""
+
+    elements: set[str] | None = None
+    parties: set[str] | None = None
+    legal_bases: set[str] | None = None
+
+
+def _reference_ids(
+    root: Path, rel: str, key: str, required: tuple[str, ...], problems: list[Problem]
+) -> set[str] | None:
+    path = root / rel
+    doc = _YamlFile(path, Path(rel), problems)
+    if not path.is_file():
+        doc.add(0, "reference file is missing")
+        return None
+    node = doc.compose()
+    top = doc.mapping(node, "") if node is not None else None
+    if top is None:
+        return None
+    if key not in top:
+        doc.add(node or 1, f"missing required field '{key}'")
+        return None
+    seen: dict[str, int] = {}
+    for label, entry in doc.records(top[key][1], key, "entries"):
+        fields = doc.mapping(entry, label) or {}
+        doc.require(fields, entry, label, required)
+        if "sensitivity" in fields:
+            sensitivity = doc.value(fields["sensitivity"][1])
+            if not isinstance(sensitivity, int) or isinstance(sensitivity, bool):
+                doc.wrong(fields["sensitivity"][1], f"{label}.sensitivity", "an integer")
+        if "value" in fields and not isinstance(fields["value"][1], MappingNode):
+            doc.wrong(fields["value"][1], f"{label}.value", "a mapping")
+        if "id" not in fields:
+            continue
+        ident = doc.text(fields["id"][1], f"{label}.id")
+        if ident is None:
+            continue
+        if ident in seen:
+            doc.add(fields["id"][1], f"{key}: duplicate id '{ident}' (first at line {seen[ident]})")
+        else:
+            seen[ident] = _line(fields["id"][1])
+    return set(seen)
+
+
+def _load_reference(root: Path, problems: list[Problem]) -> _Reference:
+    return _Reference(
+        elements=_reference_ids(
+            root, "catalogue/catalogue.yaml", "elements", ("id", "domain"), problems
+        ),
+        parties=_reference_ids(root, "parties/parties.yaml", "parties", ("id",), problems),
+        legal_bases=_reference_ids(
+            root, "legal_bases/legal_bases.yaml", "legal_bases", ("id",), problems
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- one agreement
+@dataclass(frozen=True)
+class _Window:
+    agreement_id: str
+    version: str
+    start: date
+    end: date
+    rel: Path
+    line: int
+    entry: bool  # True: a ``supersedes`` entry; False: the folder's own validity
+
+
+@dataclass
+class _Agreement:
+    """What the cross-agreement checks need from one agreement.yaml."""
+
+    rel: Path
+    id: str | None = None
+    version: str | None = None
+    version_line: int = 1
+    windows: list[_Window] = field(default_factory=list)
+    preconditions: list[tuple[str, str, Node]] = field(default_factory=list)  # purpose, id, node
+    acute_nodes: list[tuple[str, Node]] = field(default_factory=list)  # purpose, key node
+
+
+class _AgreementChecker:
+    """Checks one agreement.yaml; ``result`` feeds the checks across files."""
+
+    def __init__(self, doc: _YamlFile, ref: _Reference) -> None:
+        self.doc = doc
+        self.ref = ref
+        self.result = _Agreement(rel=doc.rel)
+        self.parties: set[str] | None = None  # None: unreadable, membership not checked
+        self.fields: dict[str, tuple[Node, Node]] = {}
+
+    # ------------------------------------------------------------ helpers
+    def _known(self, node: Node, where: str, value: str, known: set[str] | None, kind: str) -> bool:
+        if known is not None and value not in known:
+            self.doc.add(node, f"{where}: unknown {kind} '{value}'")
+            return False
+        return True
+
+    def _party_ids(self, node: Node, where: str, *, member: bool) -> set[str]:
+        """Party ids in a list: known, and (``member``) among the agreement's parties."""
+        out: set[str] = set()
+        for value, item in self.doc.ids(node, where, "party ids"):
+            out.add(value)
+            if not self._known(item, where, value, self.ref.parties, "party"):
+                continue
+            if member and self.parties is not None and value not in self.parties:
+                self.doc.add(item, f"{where}: '{value}' is not a party of this agreement")
+        return out
+
+    def _elements(self, node: Node, where: str) -> None:
+        for value, item in self.doc.ids(node, where, "element ids", non_empty=False):
+            self._known(item, where, value, self.ref.elements, "element")
+
+    def _whitelists(self, node: Node, where: str, receivers: set[str]) -> None:
+        """allowed_elements: {recipient party: [element ids]}."""
+        for key, (key_node, value_node) in (self.doc.mapping(node, where) or {}).items():
+            if self._known(key_node, where, key, self.ref.parties, "party") and (
+                key not in receivers
+            ):
+                self.doc.add(
+                    key_node,
+                    f"{where}: '{key}' is neither a recipient nor an acute additional recipient",
+                )
+            self._elements(value_node, f"{where}.{key}")
+
+    # ------------------------------------------------------------ top level
+    def check(self, root_node: Node) -> bool:
+        """Checks the document; False when it is not even a mapping."""
+        fields = self.doc.mapping(root_node, "")
+        if fields is None:
+            return False
+        self.fields = fields
+        self.doc.require(fields, root_node, "", REQUIRED_FIELDS)
+        self._header(fields)
+        if "parties" in fields:
+            parties = self._party_ids(fields["parties"][1], "parties", member=False)
+            if isinstance(fields["parties"][1], SequenceNode):
+                self.parties = parties
+        if "consent_rule" in fields:
+            self._consent_rule(fields["consent_rule"][1])
+        if "purposes" in fields:
+            self._purposes(fields["purposes"][1])
+        if "signatories" in fields:
+            self._signatories(fields["signatories"][1])
+        return True
+
+    def _header(self, fields: dict[str, tuple[Node, Node]]) -> None:
+        doc = self.doc
+        values: dict[str, str | None] = {}
+        for name in ("id", "title", "version", "status"):
+            if name in fields:
+                values[name] = doc.text(fields[name][1], name)
+        self.result.id = values.get("id")
+        self.result.version = values.get("version")
+        if "version" in fields:
+            self.result.version_line = _line(fields["version"][1])
+        status = values.get("status")
+        if status is not None and status not in STATUSES:
+            doc.add(fields["status"][1], f"status: '{status}' is not one of {_listing(STATUSES)}")
+        start = doc.day(fields["valid_from"][1], "valid_from") if "valid_from" in fields else None
+        end = doc.day(fields["valid_until"][1], "valid_until") if "valid_until" in fields else None
+        if start is not None and end is not None:
+            if start > end:
+                doc.add(fields["valid_from"][1], f"valid_from {start} is after valid_until {end}")
+            elif self.result.id and self.result.version:
+                self.result.windows.append(
+                    _Window(
+                        self.result.id,
+                        self.result.version,
+                        start,
+                        end,
+                        doc.rel,
+                        _line(fields["valid_from"][1]),
+                        entry=False,
+                    )
+                )
+        if "supersedes" in fields:
+            self._supersedes(fields["supersedes"][1])
+
+    def _supersedes(self, node: Node) -> None:
+        doc = self.doc
+        entries: list[tuple[str, Node]]
+        if isinstance(node, MappingNode):
+            entries = [("supersedes", node)]
+        elif isinstance(node, SequenceNode):
+            entries = list(doc.records(node, "supersedes", "{version, valid_from, valid_until}"))
+        else:
+            doc.wrong(node, "supersedes", "a mapping or a list of mappings")
+            return
+        for label, entry in entries:
+            fields = doc.mapping(entry, label) or {}
+            doc.require(fields, entry, label, ("version", "valid_from", "valid_until"))
+            if not all(k in fields for k in ("version", "valid_from", "valid_until")):
+                continue
+            version = doc.text(fields["version"][1], f"{label}.version")
+            start = doc.day(fields["valid_from"][1], f"{label}.valid_from")
+            end = doc.day(fields["valid_until"][1], f"{label}.valid_until")
+            if version is None or start is None or end is None:
+                continue
+            if start > end:
+                doc.add(
+                    fields["valid_from"][1],
+                    f"{label}: valid_from {start} is after valid_until {end}",
+                )
+            elif version == self.result.version:
+                doc.add(
+                    fields["version"][1],
+                    f"{label}: version {version} is this agreement's own version",
+                )
+            elif self.result.id:
+                self.result.windows.append(
+                    _Window(
+                        self.result.id,
+                        version,
+                        start,
+                        end,
+                        doc.rel,
+                        _line(fields["valid_until"][1]),
+                        entry=True,
+                    )
+                )
+
+    def _consent_rule(self, node: Node) -> None:
+        doc = self.doc
+        fields = doc.mapping(node, "consent_rule")
+        if fields is None:
+            return
+        doc.require(fields, node, "consent_rule", AGE_BANDS)
+        for band, (key_node, value_node) in fields.items():
+            where = f"consent_rule.{band}"
+            if band not in AGE_BANDS:
+                doc.add(
+                    key_node,
+                    f"consent_rule: unknown age band '{band}' (expected {_listing(AGE_BANDS)})",
+                )
+                continue
+            for giver, item in doc.ids(value_node, where, "consent givers"):
+                if giver not in CONSENT_GIVERS:
+                    doc.add(
+                        item,
+                        f"{where}: unknown consent giver '{giver}' "
+                        f"(expected {_listing(CONSENT_GIVERS)})",
+                    )
+
+    def _signatories(self, node: Node) -> None:
+        doc = self.doc
+        items = doc.items(node, "signatories", "signatories")
+        if items is not None and not items:
+            doc.add(node, "signatories: expected a non-empty list of signatories")
+        for label, entry in doc.records(node, "signatories", "signatories"):
+            fields = doc.mapping(entry, label) or {}
+            doc.require(fields, entry, label, ("party",))
+            if "party" in fields:
+                value_node = fields["party"][1]
+                party = doc.text(value_node, f"{label}.party")
+                if party is not None:
+                    self._known(value_node, f"{label}.party", party, self.ref.parties, "party")
+
+    # ------------------------------------------------------------ purposes
+    def _purposes(self, node: Node) -> None:
+        doc = self.doc
+        items = doc.items(node, "purposes", "purposes")
+        if items is not None and not items:
+            doc.add(node, "purposes: expected a non-empty list of purposes")
+        seen: dict[str, int] = {}
+        for label, entry in doc.records(node, "purposes", "purposes"):
+            fields = doc.mapping(entry, label) or {}
+            where = label
+            if "id" in fields:
+                pid = doc.text(fields["id"][1], f"{label}.id")
+                if pid is not None:
+                    where = f"purposes[{pid}]"
+                    if pid in seen:
+                        doc.add(
+                            fields["id"][1],
+                            f"purposes: duplicate purpose id '{pid}' (first at line {seen[pid]})",
+                        )
+                    else:
+                        seen[pid] = _line(fields["id"][1])
+            doc.require(fields, entry, where, REQUIRED_PURPOSE_FIELDS)
+            self._purpose(fields, where)
+
+    def _purpose(self, fields: dict[str, tuple[Node, Node]], where: str) -> None:
+        doc = self.doc
+        if "providers" in fields:
+            self._party_ids(fields["providers"][1], f"{where}.providers", member=True)
+        recipients: set[str] = set()
+        if "recipients" in fields:
+            recipients = self._party_ids(
+                fields["recipients"][1], f"{where}.recipients", member=True
+            )
+        acute = fields.get("acute_danger")
+        additional = self._acute(acute[1], f"{where}.acute_danger", recipients) if acute else set()
+        if acute is not None:
+            self.result.acute_nodes.append((where, acute[0]))
+        if "allowed_elements" in fields:
+            self._whitelists(
+                fields["allowed_elements"][1], f"{where}.allowed_elements", recipients | additional
+            )
+        if "request_payload_elements" in fields:
+            self._elements(
+                fields["request_payload_elements"][1], f"{where}.request_payload_elements"
+            )
+        if "legal_basis_ids" in fields:
+            self._legal_bases(fields["legal_basis_ids"][1], f"{where}.legal_basis_ids")
+        if "consent" in fields:
+            self._consent(fields["consent"][1], f"{where}.consent", acute)
+        if "preconditions" in fields:
+            self._preconditions(fields["preconditions"][1], where)
+        if "response_form" in fields:
+            form = doc.text(fields["response_form"][1], f"{where}.response_form")
+            if form is not None and form not in RESPONSE_FORMS:
+                doc.add(
+                    fields["response_form"][1],
+                    f"{where}.response_form: '{form}' is not one of {_listing(RESPONSE_FORMS)}",
+                )
+
+    def _legal_bases(self, node: Node, where: str) -> None:
+        items = self.doc.items(node, where, "legal basis ids")
+        if items is not None and not items:
+            self.doc.add(node, f"{where}: a purpose needs at least one legal basis")
+            return
+        for value, item in self.doc.ids(node, where, "legal basis ids"):
+            self._known(item, where, value, self.ref.legal_bases, "legal basis")
+
+    def _consent(self, node: Node, where: str, acute: tuple[Node, Node] | None) -> None:
+        doc = self.doc
+        mode = doc.text(node, where)
+        if mode is None:
+            return
+        if mode not in CONSENT_MODES:
+            doc.add(node, f"{where}: '{mode}' is not one of {_listing(CONSENT_MODES)}")
+            return
+        if mode != "not_required_with_basis" and "consent_rule" not in self.fields:
+            doc.add(node, f"{where}: '{mode}' needs a top-level consent_rule")
+        if mode == "required_unless_acute_danger" and acute is None:
+            doc.add(node, f"{where}: '{mode}' needs an acute_danger block")
+        if mode != "required_unless_acute_danger" and acute is not None:
+            doc.add(
+                acute[0],
+                f"{where.removesuffix('.consent')}.acute_danger: only allowed with consent "
+                "'required_unless_acute_danger'",
+            )
+
+    def _acute(self, node: Node, where: str, recipients: set[str]) -> set[str]:
+        """Checks an acute_danger block; returns its additional recipients."""
+        doc = self.doc
+        fields = doc.mapping(node, where)
+        if fields is None:
+            return set()
+        doc.require(fields, node, where, REQUIRED_ACUTE_FIELDS)
+        if "declarable_by" in fields:
+            self._party_ids(fields["declarable_by"][1], f"{where}.declarable_by", member=True)
+        additional: set[str] = set()
+        if "additional_recipients" in fields:
+            additional = self._party_ids(
+                fields["additional_recipients"][1], f"{where}.additional_recipients", member=True
+            )
+        if "allowed_elements" in fields:
+            self._whitelists(
+                fields["allowed_elements"][1], f"{where}.allowed_elements", recipients | additional
+            )
+        if "max_duration" in fields:
+            value_node = fields["max_duration"][1]
+            text = doc.text(value_node, f"{where}.max_duration")
+            if text is not None:
+                try:
+                    seconds = duration_seconds(text)
+                except ValueError:
+                    doc.add(
+                        value_node,
+                        f"{where}.max_duration: '{text}' is not an ISO 8601 duration "
+                        "(days, hours, minutes, seconds, e.g. PT72H)",
+                    )
+                else:
+                    if seconds <= 0:
+                        doc.add(value_node, f"{where}.max_duration: must be longer than zero")
+        return additional
+
+    def _preconditions(self, node: Node, where: str) -> None:
+        for label, entry in self.doc.records(node, f"{where}.preconditions", "preconditions"):
+            fields = self.doc.mapping(entry, label) or {}
+            self.doc.require(fields, entry, label, ("id",))
+            if "id" in fields:
+                pid = self.doc.text(fields["id"][1], f"{label}.id")
+                if pid is not None:
+                    self.result.preconditions.append((where, pid, fields["id"][1]))
+
+
+# --------------------------------------------------------------------------- Rego
+@dataclass(frozen=True)
+class _Module:
+    name: str  # path relative to the root, as given to the engines
+    source: str
+    rel: Path
+
+
+def _rego_rules(text: str, pattern: re.Pattern[str]) -> list[tuple[str, int]]:
+    """(first group, line) of every match of ``pattern`` in a Rego source."""
+    return [(m.group(1), text.count("\n", 0, m.start()) + 1) for m in pattern.finditer(text)]
+
+
+def _check_rego_against_yaml(
+    agreement: _Agreement, module: _Module | None, problems: list[Problem]
+) -> None:
+    source = module.source if module else ""
+    rules: dict[str, list[int]] = {}
+    for name, line in _rego_rules(source, _PRECONDITION):
+        rules.setdefault(name, []).append(line)
+    declared = {pid for _, pid, _ in agreement.preconditions}
+    for where, pid, node in agreement.preconditions:
+        if pid not in rules:
+            problems.append(
+                Problem(
+                    agreement.rel,
+                    _line(node),
+                    f'{where}.preconditions: no rule precondition contains "{pid}" in policy.rego',
+                )
+            )
+    if module is not None:
+        for name, lines in rules.items():
+            if name not in declared:
+                problems.extend(
+                    Problem(
+                        module.rel, line, f'precondition "{name}" is not declared in agreement.yaml'
+                    )
+                    for line in lines
+                )
+    if agreement.acute_nodes and not _ACUTE_EVIDENCE.search(source):
+        for where, node in agreement.acute_nodes:
+            problems.append(
+                Problem(
+                    agreement.rel,
+                    _line(node),
+                    f"{where}.acute_danger: policy.rego has no acute_evidence rule, "
+                    "so acute danger can never be established",
+                )
+            )
+    if module is not None and agreement.id:
+        expected = f"agreements.{rego_package(agreement.id)}"
+        for name, line in _rego_rules(source, _PACKAGE)[:1]:
+            if name != expected:
+                problems.append(
+                    Problem(
+                        module.rel,
+                        line,
+                        f"package {name} does not match agreement id {agreement.id} "
+                        f"(expected package {expected})",
+                    )
+                )
+
+
+def _regorus_problem(text: str, modules: dict[str, _Module], fallback: _Module) -> Problem:
+    """Parses regorus' ``--> <file>:<line>:<col> ... error: <message>``."""
+    text = text.split("Stack backtrace", maxsplit=1)[0]
+    msg = _REGORUS_MSG.search(text)
+    message = msg.group("msg").strip() if msg else " ".join(text.split()) or "error"
+    message = f"Rego does not compile (regorus): {message}"
+    at = _REGORUS_AT.search(text)
+    module = modules.get(at.group("file").strip()) if at else None
+    if at is None or module is None:
+        return Problem(fallback.rel, 1, message)
+    return Problem(module.rel, int(at.group("line")), message)
+
+
+def _check_regorus(modules: list[_Module]) -> tuple[list[Problem], set[str]]:
+    """Adds every module to one regorus engine; returns problems and the failing modules."""
+    by_name = {m.name: m for m in modules}
+    problems: list[Problem] = []
+    failed: set[str] = set()
+    engine = regorus.Engine()
+    for module in modules:
+        try:
+            engine.add_policy(module.name, module.source)
+        except RuntimeError as exc:
+            problem = _regorus_problem(str(exc), by_name, module)
+            problems.append(problem)
+            failed.add(module.name)
+    if not failed and modules:
+        # Some faults (unknown functions, unsafe variables) surface only when evaluated.
+        try:
+            engine.set_input_json("{}")
+            engine.eval_query("data")
+        except RuntimeError as exc:
+            problem = _regorus_problem(str(exc), by_name, modules[0])
+            problems.append(problem)
+            failed.update(m.name for m in modules if m.rel == problem.path)
+    return problems, failed
+
+
+def _regopy_compile(modules: list[_Module]) -> str | None:
+    """What ``regopy_engine.compile_policy_set`` does, without rego-cpp printing its error
+    report on stdout (log level NONE); the error text, or None when it compiles."""
+    rego = regopy.Interpreter()
+    rego.log_level = regopy.LogLevel.NONE
+    rego.strict_built_in_errors = True
+    try:
+        rego.add_data({"broker": {"agreements": {}}})
+        for module in modules:
+            rego.add_module(module.name, module.source)
+        bundle = rego.build(DECISION_QUERY)
+    except regopy.RegoError as exc:
+        return str(exc) or "unknown error"
+    return None if bundle.ok() else "the bundle did not build (rego-cpp gives no location)"
+
+
+def _regopy_problems(text: str, modules: list[_Module]) -> list[Problem]:
+    """Parses rego-cpp's ``(error <n>:<file>|<offset>|<length> (errormsg <n>:<text>) ...)``."""
+    by_name = {m.name: m for m in modules}
+    raw = text.encode("utf-8")
+    problems: list[Problem] = []
+    for err in _REGOPY_ERROR.finditer(raw):
+        start = err.end()
+        name = raw[start : start + int(err.group("n"))].decode("utf-8", "replace")
+        at = _REGOPY_AT.match(raw, start + int(err.group("n")))
+        msg = _REGOPY_MSG.search(raw, start)
+        message = "error"
+        if msg:
+            begin = msg.end()
+            message = raw[begin : begin + int(msg.group("n"))].decode("utf-8", "replace")
+        module = by_name.get(name, modules[-1])
+        line = 1
+        if at and name in by_name:
+            line = module.source.encode("utf-8").count(b"\n", 0, int(at.group("offset"))) + 1
+        problems.append(Problem(module.rel, line, f"Rego does not compile (regopy): {message}"))
+    if not problems:
+        first = text.strip().splitlines()[0] if text.strip() else "error"
+        problems.append(Problem(modules[-1].rel, 1, f"Rego does not compile (regopy): {first}"))
+    return problems
+
+
+def _check_regopy(library: list[_Module], agreements: list[_Module]) -> list[Problem]:
+    """The whole set at once; when that fails, the library alone and then the library with
+    each agreement's module in turn, so that every error is put on the right file."""
+    if not library:
+        return []
+    whole = _regopy_compile([*library, *agreements])
+    if whole is None:
+        return []
+    error = _regopy_compile(library)
+    if error is not None:
+        return _regopy_problems(error, library)
+    problems: list[Problem] = []
+    for module in agreements:
+        error = _regopy_compile([*library, module])
+        if error is not None:
+            problems.extend(_regopy_problems(error, [*library, module]))
+    return problems or _regopy_problems(whole, [*library, *agreements])
+
+
+def _read_rego(path: Path, root: Path, problems: list[Problem]) -> _Module | None:
+    rel = _rel(path, root)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem(rel, 1, f"cannot read file ({exc})"))
+        return None
+    return _Module(name=rel.as_posix(), source=source, rel=rel)
+
+
+# --------------------------------------------------------------------------- across agreements
+def _check_versions(agreements: list[_Agreement], problems: list[Problem]) -> None:
+    first: dict[tuple[str, str], _Agreement] = {}
+    for agreement in agreements:
+        if agreement.id is None or agreement.version is None:
+            continue
+        key = (agreement.id, agreement.version)
+        if key in first:
+            problems.append(
+                Problem(
+                    agreement.rel,
+                    agreement.version_line,
+                    f"agreement {agreement.id} version {agreement.version} is also defined in "
+                    f"{first[key].rel}",
+                )
+            )
+        else:
+            first[key] = agreement
+    # A supersedes entry naming a version that has its own folder adds nothing: the folder counts.
+    windows = [
+        w
+        for a in agreements
+        for w in a.windows
+        if not (w.entry and first.get((w.agreement_id, w.version)) is not None)
+    ]
+    for index, one in enumerate(windows):
+        for other in windows[index + 1 :]:
+            if (
+                one.agreement_id != other.agreement_id
+                or one.version == other.version
+                or one.start > other.end
+                or other.start > one.end
+            ):
+                continue
+            here, there = _report_at(one, other)
+            label = "supersedes: " if here.entry else ""
+            elsewhere = f" in {there.rel}" if there.rel != here.rel else ""
+            problems.append(
+                Problem(
+                    here.rel,
+                    here.line,
+                    f"{label}version {here.version} ({here.start}..{here.end}) overlaps version "
+                    f"{there.version} ({there.start}..{there.end}){elsewhere}",
+                )
+            )
+
+
+def _report_at(one: _Window, other: _Window) -> tuple[_Window, _Window]:
+    """Where to report an overlap: at a supersedes entry (the likelier mistake) rather than at
+    an agreement's own validity; otherwise at the version that starts later."""
+    if one.entry != other.entry:
+        return (one, other) if one.entry else (other, one)
+    if (one.start, one.rel.parts, one.line) >= (other.start, other.rel.parts, other.line):
+        return one, other
+    return other, one
+
+
+# --------------------------------------------------------------------------- entry points
+def _read_library(root: Path, problems: list[Problem]) -> list[_Module]:
+    library: list[_Module] = []
+    for path in sorted((root / "lib").glob("*.rego")):
+        if not path.name.endswith("_test.rego"):
+            module = _read_rego(path, root, problems)
+            if module is not None:
+                library.append(module)
+    if not library:
+        problems.append(Problem(Path("lib"), 0, "no Rego library (lib/*.rego)"))
+    return library
+
+
+def _read_agreement(
+    folder: Path, root: Path, reference: _Reference, problems: list[Problem]
+) -> tuple[_Agreement, _Module | None]:
+    yaml_path, rego_path = folder / "agreement.yaml", folder / "policy.rego"
+    doc = _YamlFile(yaml_path, _rel(yaml_path, root), problems)
+    checker = _AgreementChecker(doc, reference)
+    node = doc.compose()
+    readable = node is not None and checker.check(node)
+    module = _read_rego(rego_path, root, problems) if rego_path.is_file() else None
+    if readable:
+        _check_rego_against_yaml(checker.result, module, problems)
+    return checker.result, module
+
+
+def _validate(root: Path, problems: list[Problem]) -> None:
+    reference = _load_reference(root, problems)
+    library = _read_library(root, problems)
+    folders: list[Path] = []
+    if (root / "agreements").is_dir():
+        folders = sorted(p for p in (root / "agreements").iterdir() if p.is_dir())
+    else:
+        problems.append(Problem(Path("agreements"), 0, "agreements directory is missing"))
+    agreements: list[_Agreement] = []
+    modules: list[_Module] = []
+    for folder in folders:
+        if (folder / "agreement.yaml").is_file():
+            agreement, module = _read_agreement(folder, root, reference, problems)
+            agreements.append(agreement)
+            modules.extend([module] if module is not None else [])
+        elif (folder / "policy.rego").is_file():
+            problems.append(
+                Problem(
+                    _rel(folder / "policy.rego", root),
+                    1,
+                    "no agreement.yaml next to this policy.rego; the folder is ignored",
+                )
+            )
+    _check_versions(agreements, problems)
+    compile_problems, failed = _check_regorus([*library, *modules])
+    problems.extend(compile_problems)
+    if not any(m.name in failed for m in library):
+        problems.extend(_check_regopy(library, [m for m in modules if m.name not in failed]))
+
+
+def validate_policy_dir(root: Path) -> list[Problem]:
+    """Every problem in the policy set under ``root``, sorted by file and line."""
+    if not root.is_dir():
+        return [Problem(root, 0, "policy directory does not exist")]
+    problems: list[Problem] = []
+    try:
+        _validate(root, problems)
+    except Exception as exc:  # noqa: BLE001 - a fault the checks did not foresee is a problem too
+        problems.append(Problem(Path("."), 0, f"validation stopped: {type(exc).__name__}: {exc}"))
+    return sorted(set(problems), key=lambda p: (p.path.parts, p.line, p.message))
+
+
+def assert_valid(root: Path) -> None:
+    """Raises ``PolicyInvalid`` listing the (first 20) problems of the policy set."""
+    problems = validate_policy_dir(root)
+    if not problems:
+        return
+    lines = [str(p) for p in problems[:MAX_REPORTED]]
+    if len(problems) > MAX_REPORTED:
+        lines.append(f"... and {len(problems) - MAX_REPORTED} more")
+    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+    raise PolicyInvalid(f"the policy set has {count}:\n" + "\n".join(lines))
+
+
+@click.command("check")
+@click.option(
+    "--policy-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Policy folder (default: BROKER_POLICY_DIR, else the project's policies/).",
+)
+def check_command(policy_dir: Path | None) -> None:
+    """Validate every agreement (file:line: message on stderr; exit 1 on problems)."""
+    if policy_dir is None:
+        try:
+            policy_dir = Settings().policy_dir
+        except ValueError as exc:
+            raise click.ClickException(f"settings: {exc}") from exc
+    problems = validate_policy_dir(policy_dir)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        sys.exit(1)
+    try:
+        policy_set = load_policy_set(policy_dir)
+    except (BrokerError, OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        # The loader's messages start with the file or folder they are about.
+        message = exc.message if isinstance(exc, BrokerError) else f"{type(exc).__name__}: {exc}"
+        click.echo(
+            message if isinstance(exc, BrokerError) else f"{policy_dir}: {message}", err=True
+        )
+        sys.exit(1)
+    for agreement in policy_set.agreements.values():
+        click.echo(
+            f"{agreement.id} v{agreement.version}: {len(agreement.purposes)} purposes, "
+            f"{agreement.content_hash}"
+        )
+    click.echo(f"bundle {policy_set.bundle_hash}")
