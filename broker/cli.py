@@ -399,10 +399,12 @@ def _register_policy_commands() -> None:
     from broker.policy.explain import explain_command
     from broker.policy.matrix import matrix_command
     from broker.policy.render import render_command
+    from broker.policy.testing import test_command
     from broker.policy.validate import check_command
 
     for command in (
         check_command,
+        test_command,
         explain_command,
         matrix_command,
         diff_command,
