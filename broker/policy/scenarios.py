@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from broker.core import clock
 from broker.core.types import (
     AcuteDeclarationFact,
     ConsentFact,
@@ -48,8 +49,7 @@ def to_datetime(value: Any) -> datetime:
 
 def to_ns(value: Any) -> int:
     """Integer nanoseconds since the epoch (exact, no float rounding)."""
-    delta = to_datetime(value) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    return clock.to_ns(to_datetime(value))
 
 
 def to_date(value: Any) -> date:
@@ -58,12 +58,10 @@ def to_date(value: Any) -> date:
 
 def local_date(value: Any) -> date:
     """The calendar date of a timestamp in Europe/Amsterdam."""
-    return to_datetime(value).astimezone(AMSTERDAM).date()
+    return clock.dutch_date(to_datetime(value))
 
 
-def age_on(born: date, on: date) -> int:
-    """Completed years on ``on``; the birthday itself counts as reached."""
-    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+age_on = clock.age_on
 
 
 def _plain(value: Any) -> Any:

@@ -1,240 +1,53 @@
-"""Loads the acceptance scenarios and turns them into policy inputs.
-
-The scenarios live in ``policies/scenarios/scenarios.md`` (a copy of the domain
-file ``scenarios.md``). Every fenced ```yaml block that starts with ``kind:`` is
-machine-readable: one ``kind: registry`` block and one ``kind: scenario`` block
-per scenario.
-"""
+"""The scenarios for tests: the product's scenario loader (broker.policy.scenarios)
+bound to the project's own copy of ``scenarios.md``."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
 
-import yaml
-
-from broker.core.types import (
-    AcuteDeclarationFact,
-    ConsentFact,
-    PolicyInput,
-    RequestedItem,
-    SubjectFacts,
-    SubjectKind,
+from broker.policy import scenarios as _scenarios
+from broker.policy.scenarios import (
+    AMSTERDAM,
+    Registry,
+    ScenarioItem,
+    ScenarioRequest,
+    ScenarioSet,
+    acute_declaration_fact,
+    age_on,
+    consent_fact,
+    local_date,
+    to_date,
+    to_datetime,
+    to_ns,
+    yaml_blocks,
 )
+from broker.settings import PROJECT_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-POLICY_ROOT = REPO_ROOT / "policies"
-SCENARIOS_PATH = POLICY_ROOT / "scenarios" / "scenarios.md"
-AMSTERDAM = ZoneInfo("Europe/Amsterdam")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-_BLOCK = re.compile(r"^```yaml[ \t]*\n(kind:.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-
-
-def to_datetime(value: Any) -> datetime:
-    """An ISO 8601 timestamp with offset (string or YAML datetime) as an aware datetime."""
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp without offset: {value!r}")
-    return moment
-
-
-def to_ns(value: Any) -> int:
-    """Integer nanoseconds since the epoch (exact, no float rounding)."""
-    delta = to_datetime(value) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
-
-
-def to_date(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value))
-
-
-def local_date(value: Any) -> date:
-    """The calendar date of a timestamp in Europe/Amsterdam."""
-    return to_datetime(value).astimezone(AMSTERDAM).date()
-
-
-def age_on(born: date, on: date) -> int:
-    """Completed years on ``on``; the birthday itself counts as reached."""
-    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
-
-
-@dataclass(frozen=True, slots=True)
-class Registry:
-    persons: dict[str, dict[str, Any]]
-    households: dict[str, dict[str, Any]]
-
-    def subject(self, key: str, on: date) -> SubjectFacts:
-        if key in self.households:
-            return SubjectFacts(key=key, kind=SubjectKind.HOUSEHOLD)
-        person = self.persons[key]
-        born = to_date(person["born"])
-        authority = person.get("authority") or {}
-        return SubjectFacts(
-            key=key,
-            kind=SubjectKind.PERSON,
-            birth_date=born,
-            age=age_on(born, on),
-            authority_holders=tuple(authority.get("holders", ())),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ScenarioItem:
-    """One (request, element, subject) expectation."""
-
-    scenario_id: str
-    request_id: str
-    element: str
-    subject: str
-    expect: str
-    consent_considered: str | None
-    response: Any
-
-    @property
-    def case_id(self) -> str:
-        return f"{self.request_id}-{self.element}-{self.subject}"
-
-
-@dataclass(frozen=True, slots=True)
-class ScenarioRequest:
-    scenario_id: str
-    raw: dict[str, Any]
-    consents: tuple[dict[str, Any], ...]
-    declarations: dict[str, dict[str, Any]]
-
-    @property
-    def id(self) -> str:
-        return str(self.raw["id"])
-
-    @property
-    def acute_declaration_id(self) -> str | None:
-        value = self.raw.get("acute_declaration")
-        return str(value) if value is not None else None
-
-    def items(self) -> list[ScenarioItem]:
-        out: list[ScenarioItem] = []
-        for entry in self.raw["items"]:
-            out.extend(
-                ScenarioItem(
-                    scenario_id=self.scenario_id,
-                    request_id=self.id,
-                    element=str(entry["element"]),
-                    subject=str(subject),
-                    expect=str(entry["expect"]),
-                    consent_considered=entry.get("consent_considered"),
-                    response=entry.get("response"),
-                )
-                for subject in entry["subjects"]
-            )
-        return out
-
-    def policy_input(self, registry: Registry) -> PolicyInput:
-        at = self.raw["at"]
-        request_date = local_date(at)
-        items = tuple(RequestedItem(element=i.element, subject=i.subject) for i in self.items())
-        subject_keys = list(dict.fromkeys(i.subject for i in items))
-        declaration = None
-        if self.acute_declaration_id is not None:
-            declaration = acute_declaration_fact(self.declarations[self.acute_declaration_id])
-        return PolicyInput(
-            agreement=str(self.raw["agreement"]),
-            purpose=str(self.raw["purpose"]),
-            provider=str(self.raw["provider"]),
-            recipient=str(self.raw["recipient"]),
-            request_time_ns=to_ns(at),
-            request_date=request_date,
-            context=dict(self.raw.get("context") or {}),
-            subjects=tuple(registry.subject(k, request_date) for k in subject_keys),
-            items=items,
-            consents=tuple(consent_fact(c) for c in self.consents),
-            acute_declaration=declaration,
-        )
-
-
-def consent_fact(raw: dict[str, Any]) -> ConsentFact:
-    elements = raw.get("elements")
-    recipients = raw.get("recipients")
-    withdrawn_at = raw.get("withdrawn_at")
-    return ConsentFact(
-        id=str(raw["id"]),
-        subject=str(raw["subject"]),
-        given_by=tuple(str(g) for g in raw["given_by"]),
-        agreement=str(raw["agreement"]),
-        purpose=str(raw["purpose"]),
-        given_at_ns=to_ns(raw["given_at"]),
-        withdrawn_at_ns=to_ns(withdrawn_at) if withdrawn_at is not None else None,
-        elements=tuple(elements) if elements is not None else None,
-        recipients=tuple(recipients) if recipients is not None else None,
-    )
-
-
-def acute_declaration_fact(raw: dict[str, Any]) -> AcuteDeclarationFact:
-    return AcuteDeclarationFact(
-        id=str(raw["id"]),
-        agreement=str(raw["agreement"]),
-        purpose=str(raw["purpose"]),
-        declared_by=str(raw["declared_by"]),
-        declared_at_ns=to_ns(raw["declared_at"]),
-        subjects=tuple(str(s) for s in raw["subjects"]),
-        evidence=_plain(raw.get("evidence") or {}),
-    )
-
-
-def _plain(value: Any) -> Any:
-    """YAML values as JSON values (dates and datetimes become ISO strings)."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class ScenarioSet:
-    registry: Registry
-    requests: tuple[ScenarioRequest, ...]
-
-    def items(self) -> list[tuple[ScenarioRequest, ScenarioItem]]:
-        return [(r, i) for r in self.requests for i in r.items()]
-
-    def request(self, request_id: str) -> ScenarioRequest:
-        return next(r for r in self.requests if r.id == request_id)
-
-
-def yaml_blocks(text: str) -> list[dict[str, Any]]:
-    """Every fenced yaml block that starts with ``kind:``, parsed."""
-    return [yaml.safe_load(m.group(1)) for m in _BLOCK.finditer(text)]
+POLICY_ROOT = PROJECT_ROOT / "policies"
+SCENARIOS_PATH = POLICY_ROOT / _scenarios.SCENARIOS_FILE
 
 
 @cache
 def load_scenarios(path: Path = SCENARIOS_PATH) -> ScenarioSet:
-    blocks = yaml_blocks(path.read_text(encoding="utf-8"))
-    registries = [b for b in blocks if b["kind"] == "registry"]
-    if len(registries) != 1:
-        raise ValueError(f"{path}: expected exactly one registry block, found {len(registries)}")
-    reg = registries[0]
-    registry = Registry(persons=dict(reg["persons"]), households=dict(reg["households"]))
-    requests: list[ScenarioRequest] = []
-    for block in blocks:
-        if block["kind"] != "scenario":
-            continue
-        consents = tuple(block.get("consents") or ())
-        declarations = {str(d["id"]): d for d in block.get("acute_declarations") or ()}
-        requests.extend(
-            ScenarioRequest(
-                scenario_id=str(block["id"]),
-                raw=raw,
-                consents=consents,
-                declarations=declarations,
-            )
-            for raw in block["requests"]
-        )
-    return ScenarioSet(registry=registry, requests=tuple(requests))
+    return _scenarios.load_scenarios(path)
+
+
+__all__ = [
+    "AMSTERDAM",
+    "POLICY_ROOT",
+    "SCENARIOS_PATH",
+    "Registry",
+    "ScenarioItem",
+    "ScenarioRequest",
+    "ScenarioSet",
+    "acute_declaration_fact",
+    "age_on",
+    "consent_fact",
+    "load_scenarios",
+    "local_date",
+    "to_date",
+    "to_datetime",
+    "to_ns",
+    "yaml_blocks",
+]
