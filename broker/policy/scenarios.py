@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,7 +34,6 @@ from broker.core.types import (
 
 SCENARIOS_FILE = Path("scenarios") / "scenarios.md"  # relative to the policy folder
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _BLOCK = re.compile(r"^```yaml[ \t]*\n(kind:.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
