@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import structlog
 from sqlalchemy import Table, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit.models import AuditEntry, AuditHead
 from broker.core.canonical import canonical_json_plain, sha256_hex
-from broker.core.errors import AuditUnavailable
+from broker.core.errors import AuditUnavailable, BrokerError, Conflict
 from broker.db.session import Database
 
 GENESIS = "0" * 64
@@ -49,10 +50,26 @@ class AuditRecord:
     outcome: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RowUpdate:
+    """An UPDATE committed together with a unit's entries. ``where`` holds column
+    values to match (None matches NULL); exactly one row must match, else the
+    unit fails with a Conflict and nothing of it is committed."""
+
+    table: Table
+    where: dict[str, Any]
+    values: dict[str, Any]
+
+
+class _UnitConflict(Exception):
+    """A unit's own rows conflict (duplicate key, guarded update matched no row)."""
+
+
 @dataclass(slots=True)
 class CommitUnit:
     records: Sequence[AuditRecord]
     rows: Sequence[tuple[Table, dict[str, Any]]] = ()
+    updates: Sequence[RowUpdate] = ()
     future: asyncio.Future[list[int]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -112,13 +129,16 @@ class AuditWriter:
         self,
         records: Sequence[AuditRecord],
         rows: Sequence[tuple[Table, dict[str, Any]]] = (),
+        updates: Sequence[RowUpdate] = (),
     ) -> list[int]:
-        """Durably appends ``records`` (and inserts ``rows``) in one commit.
+        """Durably appends ``records`` (and inserts ``rows``, applies ``updates``)
+        in one commit.
 
-        Returns the sequence numbers (leaf indices). Raises AuditUnavailable."""
+        Returns the sequence numbers (leaf indices). Raises AuditUnavailable, or
+        Conflict when the unit's own rows conflict (then only that unit fails)."""
         if self._task is None or self._task.done():
             raise AuditUnavailable()
-        unit = CommitUnit(records=records, rows=rows)
+        unit = CommitUnit(records=records, rows=rows, updates=updates)
         await self._queue.put(unit)
         return await unit.future
 
@@ -131,17 +151,33 @@ class AuditWriter:
                 unit = self._queue.get_nowait()
                 batch.append(unit)
                 count += len(unit.records)
-            try:
-                results = await self._commit(batch)
-            except Exception as exc:
-                log.exception("audit.commit_failed", error=type(exc).__name__, units=len(batch))
+            await self._settle(batch)
+
+    async def _settle(self, batch: list[CommitUnit]) -> None:
+        try:
+            results = await self._commit(batch)
+        except _UnitConflict as exc:
+            if len(batch) > 1:
+                # One unit's rows conflict: the others must not fail with it.
                 for unit in batch:
-                    if not unit.future.done():
-                        unit.future.set_exception(AuditUnavailable())
-                continue
-            for unit, seqs in zip(batch, results, strict=True):
-                if not unit.future.done():
-                    unit.future.set_result(seqs)
+                    await self._settle([unit])
+                return
+            log.warning("audit.unit_conflict", table=str(exc))
+            self._fail(batch, lambda: Conflict("The record conflicts with a stored one"))
+            return
+        except Exception as exc:
+            log.exception("audit.commit_failed", error=type(exc).__name__, units=len(batch))
+            self._fail(batch, AuditUnavailable)
+            return
+        for unit, seqs in zip(batch, results, strict=True):
+            if not unit.future.done():
+                unit.future.set_result(seqs)
+
+    @staticmethod
+    def _fail(batch: list[CommitUnit], error: Callable[[], BrokerError]) -> None:
+        for unit in batch:
+            if not unit.future.done():
+                unit.future.set_exception(error())
 
     async def _commit(self, batch: list[CommitUnit]) -> list[list[int]]:
         # Core statements on a plain connection: the ORM adds nothing here but cost.
@@ -180,11 +216,27 @@ class AuditWriter:
                 results.append(seqs)
                 for table, row in unit.rows:
                     extra.setdefault(table, []).append(row)
+                for change in unit.updates:
+                    await self._apply(conn, change)
             for table, rows in extra.items():
-                await conn.execute(insert(table), rows)
+                try:
+                    await conn.execute(insert(table), rows)
+                except IntegrityError as exc:  # a duplicate key among the units' own rows
+                    raise _UnitConflict(table.name) from exc
             if entries:
                 await conn.execute(insert(cast(Table, AuditEntry.__table__)), entries)
                 await conn.execute(
                     update(head_table).where(head_table.c.id == 1).values(size=size, head_hash=prev)
                 )
         return results
+
+    @staticmethod
+    async def _apply(conn: AsyncConnection, change: RowUpdate) -> None:
+        table = change.table
+        conditions = [
+            table.c[name].is_(None) if value is None else table.c[name] == value
+            for name, value in change.where.items()
+        ]
+        result = await conn.execute(update(table).where(*conditions).values(**change.values))
+        if result.rowcount != 1:
+            raise _UnitConflict(table.name)

@@ -6,6 +6,7 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
@@ -15,6 +16,8 @@ from adapters.partner_api.adapter import PartnerApiAdapter
 from audit.log import AuditWriter
 from broker.agencies.service import AgencyDirectory
 from broker.agreements.service import AgreementService
+from broker.breakglass.service import BreakGlassService
+from broker.consent.service import ConsentService
 from broker.core.clock import Clock, dutch_date, system_clock
 from broker.core.protocols import PartnerAdapter, PolicyEngine, SubjectRegister
 from broker.crypto.jose import Sealer
@@ -50,6 +53,8 @@ class Services:
     exchanges: ExchangeService
     watcher: PolicyWatcher
     agreements: AgreementService
+    consents: ConsentService
+    breakglass: BreakGlassService
 
     def use_policy_set(self, policy_set: PolicySet) -> None:
         self.policy_set = policy_set
@@ -106,6 +111,16 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         ttl_seconds=settings.access_token_ttl_seconds,
         assertion_max_lifetime=settings.assertion_max_lifetime_seconds,
     )
+    pseudonymizer = Pseudonymizer(pseudonym_key)
+    consents = ConsentService(db=db, audit=audit, pseudonymizer=pseudonymizer, clock=clock)
+    breakglass = BreakGlassService(
+        db=db,
+        audit=audit,
+        pseudonymizer=pseudonymizer,
+        review_sla=timedelta(hours=settings.break_glass_review_sla_hours),
+        privacy_officers=settings.privacy_officer_oins,
+        clock=clock,
+    )
     exchanges = ExchangeService(
         engine=engine,
         policy_set=policy_set,
@@ -113,8 +128,10 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         register=register,
         adapters=adapters,
         audit=audit,
-        pseudonymizer=Pseudonymizer(pseudonym_key),
+        pseudonymizer=pseudonymizer,
         sealer=Sealer(),
+        consents=consents,
+        declarations=breakglass,
         clock=clock,
     )
     watcher = PolicyWatcher(
@@ -140,6 +157,8 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         exchanges=exchanges,
         watcher=watcher,
         agreements=agreements,
+        consents=consents,
+        breakglass=breakglass,
     )
     watcher.subscribe(services.use_policy_set)
     watcher.start()
@@ -172,7 +191,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             await services.aclose()
 
     from broker import problems
+    from broker.agreements.api import UPLOAD_MAX_BODY_BYTES
     from broker.agreements.api import router as agreements_router
+    from broker.breakglass.api import router as breakglass_router
+    from broker.consent.api import router as consent_router
     from broker.exchange.api import router as exchange_router
     from broker.health import router as health_router
     from broker.security.api import router as security_router
@@ -193,7 +215,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.include_router(security_router)
     app.include_router(exchange_router)
     app.include_router(agreements_router)
+    app.include_router(consent_router)
+    app.include_router(breakglass_router)
     app.include_router(health_router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        routes={("POST", "/v1/agreements"): UPLOAD_MAX_BODY_BYTES},
+    )
     app.add_middleware(RequestContext)
     return app

@@ -415,6 +415,12 @@ def _register_policy_commands() -> None:
 
 _register_policy_commands()
 
+from broker.breakglass.cli import breakglass_group  # noqa: E402 - after the groups above
+from broker.consent.cli import consent_group  # noqa: E402 - after the groups above
+
+main.add_command(consent_group)
+main.add_command(breakglass_group)
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

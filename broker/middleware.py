@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -41,20 +42,24 @@ class RequestContext:
 
 
 class BodyLimit:
-    """Refuses bodies larger than ``max_bytes`` with 413 problem+json, before
-    and while they stream in."""
+    """Refuses bodies larger than ``max_bytes`` (or the limit ``routes`` gives the
+    request's method and path) with 413 problem+json, before and while they stream in."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, routes: Mapping[tuple[str, str], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.routes = dict(routes or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.routes.get((scope["method"], scope["path"]), self.max_bytes)
         length = _header(scope, b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await _too_large(scope, send, self.max_bytes)
+        if length is not None and (not length.isdigit() or int(length) > max_bytes):
+            await _too_large(scope, send, max_bytes)
             return
         received = 0
         too_large = False
@@ -64,7 +69,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     too_large = True
                     raise _BodyTooLargeError
             return message
@@ -72,7 +77,7 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _BodyTooLargeError:
-            await _too_large(scope, send, self.max_bytes)
+            await _too_large(scope, send, max_bytes)
 
 
 class _BodyTooLargeError(Exception):

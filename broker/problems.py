@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker.core.errors import AuthenticationFailed, BrokerError, ErrorCode
+from broker.core.errors import AgreementRejected, AuthenticationFailed, BrokerError, ErrorCode
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://broker.example/problems/"
@@ -70,9 +70,11 @@ def install(app: FastAPI) -> None:
     async def _broker_error(request: Request, exc: BrokerError) -> JSONResponse:
         if exc.status >= 500:
             log.warning("request.failed", code=str(exc.code), status=exc.status)
-        extra = None
+        extra: dict[str, Any] | None = None
         if isinstance(exc, AuthenticationFailed) and exc.code is ErrorCode.INVALID_CLIENT:
             extra = {"error": "invalid_client"}  # RFC 6749 section 5.2, for OAuth clients
+        elif isinstance(exc, AgreementRejected):
+            extra = {"errors": exc.errors}
         return problem(
             status=exc.status,
             code=str(exc.code),

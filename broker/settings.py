@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,8 +54,38 @@ class Settings(BaseSettings):
     adapter_retries: int = 2
     register_timeout_seconds: float = 2.0
     audit_batch_max: int = 512
+    agreement_admins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "OINs allowed to upload agreement versions (POST /v1/agreements); "
+            "comma-separated in BROKER_AGREEMENT_ADMINS"
+        ),
+    )
+    break_glass_review_sla_hours: int = Field(
+        default=120,
+        ge=1,
+        description="Hours within which a privacy officer reviews an acute declaration (P5D)",
+    )
+    privacy_officers: str = Field(
+        default="",
+        pattern=r"^([0-9]{20}(,[0-9]{20})*)?$",
+        description="Comma-separated OINs of the agencies whose privacy officers review "
+        "acute declarations (GET/POST /v1/review/acute-declarations)",
+    )
     log_format: str = "console"
     log_level: str = "INFO"
+
+    @field_validator("agreement_admins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple) and not all(
+            isinstance(oin, str) and len(oin) == 20 and oin.isascii() and oin.isdigit()
+            for oin in value
+        ):
+            raise ValueError("BROKER_AGREEMENT_ADMINS must be 20-digit OINs, comma-separated")
+        return value
 
     @model_validator(mode="after")
     def _production_refuses_placeholders(self) -> Settings:
@@ -86,3 +117,8 @@ class Settings(BaseSettings):
         if url.startswith("postgresql://"):
             return "postgresql+psycopg://" + url.removeprefix("postgresql://")
         return url
+
+    @property
+    def privacy_officer_oins(self) -> frozenset[str]:
+        """The OINs in ``privacy_officers`` (there is no privacy-officer role yet)."""
+        return frozenset(o for o in self.privacy_officers.split(",") if o)

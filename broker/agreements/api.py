@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from broker.agreements.upload import MAX_FILE_BYTES, upload_agreement
 from broker.core.clock import dutch_date
 from broker.core.errors import Forbidden
 from broker.deps import CurrentAgency, ServicesDep, require_json
 from broker.exchange.schemas import Problem
+from broker.security.tokens import Principal
 
 router = APIRouter(prefix="/v1/agreements", tags=["agreements"])
 _bearer = HTTPBearer(auto_error=False, description="Access token from /oauth/token")
@@ -47,6 +50,52 @@ class SignatureIn(BaseModel):
         description=(
             "JWS compact (EdDSA or ES256, kid = a registered signing key) over the canonical "
             'JSON {"agreement_id","version","content_hash","party","oin","signed_at"}'
+        ),
+    )
+
+
+UploadFileName = Literal["agreement.yaml", "policy.rego", "policy_test.rego"]
+# Three files of at most 256 KiB each, as JSON strings (escapes take more bytes).
+UPLOAD_MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+class AgreementUploadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    files: dict[UploadFileName, str] = Field(
+        description=(
+            "The agreement folder's files as UTF-8 text (at most 256 KiB each): "
+            "agreement.yaml (required), policy.rego, policy_test.rego"
+        ),
+    )
+
+    @field_validator("files")
+    @classmethod
+    def _text_files(cls, files: dict[UploadFileName, str]) -> dict[UploadFileName, str]:
+        if "agreement.yaml" not in files:
+            raise ValueError("agreement.yaml is required")
+        for name, text in files.items():
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise ValueError(f"{name} is not UTF-8 text") from None
+            if "\x00" in text:
+                raise ValueError(f"{name} is not text (it holds a NUL character)")
+            if size > MAX_FILE_BYTES:
+                raise ValueError(f"{name} is larger than {MAX_FILE_BYTES // 1024} KiB")
+        return files
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class UploadProblem(Problem):
+    errors: list[str] | list[FieldError] = Field(
+        default_factory=list,
+        description=(
+            "policy_invalid and policy_tests_failed: every fault as `file:line: message`; "
+            "validation_failed: the fields at fault"
         ),
     )
 
@@ -126,3 +175,57 @@ async def sign_agreement(
         raise Forbidden("The signature is for another agreement")
     await services.watcher.check()  # takes effect here at once, elsewhere on the next poll
     return next(a for a in await _list(services) if a.id == agreement_id)
+
+
+async def _agreement_admin(principal: CurrentAgency, services: ServicesDep) -> Principal:
+    if principal.oin not in services.settings.agreement_admins:
+        raise Forbidden("Only agreement administrators may upload agreements")
+    return principal
+
+
+AgreementAdmin = Annotated[Principal, Depends(_agreement_admin)]
+
+_UPLOAD_PROBLEMS: dict[int | str, dict[str, object]] = {
+    **{k: v for k, v in _PROBLEMS.items() if k in (401, 413, 415, 503)},
+    403: dict(_PROBLEMS[403], description="Not an agreement administrator"),
+    409: dict(
+        _PROBLEMS[409],
+        description="The version is the one in force already, or the folder is taken",
+    ),
+    422: {
+        "model": UploadProblem,
+        "content": {"application/problem+json": {}},
+        "description": (
+            "Invalid request body; or the policy set with the agreement does not validate "
+            "(policy_invalid) or its Rego tests fail (policy_tests_failed), listed in errors"
+        ),
+    },
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=AgreementOut,
+    responses=_UPLOAD_PROBLEMS,
+    dependencies=[Depends(require_json), Depends(_bearer)],
+    summary="Upload a new agreement, or a new version of one (agreement administrators)",
+    description=(
+        "Validates the policy set with the folder and runs the folder's Rego tests; only "
+        "when both pass is the folder installed and the set reloaded. The answer is the "
+        "agreement as GET /v1/agreements lists it: a new version is `unsigned` until every "
+        "signatory signed its content hash."
+    ),
+)
+async def upload(
+    body: AgreementUploadIn, principal: AgreementAdmin, services: ServicesDep
+) -> AgreementOut:
+    uploaded = await upload_agreement(
+        {str(name): text for name, text in body.files.items()},
+        uploader=principal.oin,
+        current=lambda: services.policy_set,
+        watcher=services.watcher,
+        audit=services.audit,
+        lock=services.agreements.upload_lock,
+    )
+    return next(a for a in await _list(services) if a.id == uploaded.agreement_id)

@@ -13,6 +13,7 @@ written to the audit log.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -103,6 +104,7 @@ class AgreementService:
         self._db = db
         self._audit = audit
         self._last_states: dict[str, tuple[str, str]] = {}
+        self.upload_lock = asyncio.Lock()  # one agreement upload at a time (upload.py)
 
     async def fingerprint(self) -> tuple[int, str]:
         """Changes whenever a signature is added (for reload polling)."""

@@ -18,6 +18,19 @@ class ErrorCode(StrEnum):
     UNKNOWN_ELEMENT = "unknown_element"
     UNKNOWN_PROVIDER = "unknown_provider"
     AMBIGUOUS_PROVIDER = "ambiguous_provider"
+    UNKNOWN_AGREEMENT = "unknown_agreement"
+    UNKNOWN_PURPOSE = "unknown_purpose"
+    UNKNOWN_PARTY = "unknown_party"
+    CONSENT_NOT_APPLICABLE = "consent_not_applicable"
+    ACUTE_DANGER_NOT_APPLICABLE = "acute_danger_not_applicable"
+    NOT_DECLARABLE = "not_declarable"
+    UNKNOWN_ACUTE_DECLARATION = "unknown_acute_declaration"
+    INVALID_TIME = "invalid_time"
+    INVALID_GIVER = "invalid_giver"
+    INVALID_EVIDENCE = "invalid_evidence"
+    ALREADY_WITHDRAWN = "already_withdrawn"
+    ALREADY_REVIEWED = "already_reviewed"
+    NOT_A_PRIVACY_OFFICER = "not_a_privacy_officer"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_CLIENT = "invalid_client"
@@ -28,6 +41,7 @@ class ErrorCode(StrEnum):
     CONFLICT = "conflict"
     POLICY_UNAVAILABLE = "policy_unavailable"
     POLICY_INVALID = "policy_invalid"
+    POLICY_TESTS_FAILED = "policy_tests_failed"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     REGISTER_UNAVAILABLE = "register_unavailable"
@@ -128,6 +142,20 @@ class PolicyInvalid(BrokerError):
     status = 500
     code = ErrorCode.POLICY_INVALID
     title = "The policy set is invalid"
+
+
+class AgreementRejected(BrokerError):
+    """An uploaded agreement version that does not validate (``policy_invalid``) or
+    whose Rego tests fail (``policy_tests_failed``); ``errors`` lists every fault as
+    ``file:line: message``."""
+
+    status = 422
+    code = ErrorCode.POLICY_INVALID
+    title = "The agreement is not valid"
+
+    def __init__(self, message: str, *, errors: list[str], code: ErrorCode | None = None) -> None:
+        super().__init__(message, field="files", code=code)
+        self.errors = errors
 
 
 class StorageUnavailable(ServiceUnavailable):

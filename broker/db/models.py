@@ -5,6 +5,8 @@ from __future__ import annotations
 from audit import models as audit_models
 from broker.agencies import models as agency_models
 from broker.agreements import models as agreement_models
+from broker.breakglass import models as breakglass_models
+from broker.consent import models as consent_models
 from broker.db.base import Base
 from broker.exchange import models as exchange_models
 from broker.security import models as security_models
@@ -14,6 +16,8 @@ __all__ = [
     "agency_models",
     "agreement_models",
     "audit_models",
+    "breakglass_models",
+    "consent_models",
     "exchange_models",
     "security_models",
 ]

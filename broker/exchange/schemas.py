@@ -84,6 +84,12 @@ class ExchangeRequest(BaseModel):
     context: Annotated[dict[str, Any], AfterValidator(_check_context)] = Field(
         default_factory=dict, max_length=64
     )
+    acute_declaration_id: str | None = Field(
+        default=None,
+        pattern=_ID,
+        description="An acute-danger declaration this request relies on (break-the-glass); "
+        "the broker reads its evidence and subjects from the stored declaration",
+    )
 
 
 class LegalBasisOut(BaseModel):

@@ -8,9 +8,10 @@ failing raises a ServiceUnavailable and nothing is released.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -28,6 +29,8 @@ from broker.core.protocols import (
     SubjectRegister,
 )
 from broker.core.types import (
+    AcuteDeclarationFact,
+    ConsentFact,
     Decision,
     ItemStatus,
     PolicyInput,
@@ -53,6 +56,20 @@ from broker.security.tokens import Principal
 log = structlog.get_logger("exchange")
 
 
+class ConsentSource(Protocol):
+    """The consent registry as the exchange reads it (broker.consent)."""
+
+    async def facts_for(
+        self, subject_keys: Iterable[str], agreement_id: str, purpose_id: str, at: datetime
+    ) -> tuple[ConsentFact, ...]: ...
+
+
+class DeclarationSource(Protocol):
+    """Stored acute-danger declarations (broker.breakglass)."""
+
+    async def fact(self, declaration_id: str) -> AcuteDeclarationFact | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Item:
     """One decided pair, with what the broker needs to fetch and answer it."""
@@ -75,6 +92,8 @@ class ExchangeService:
         audit: AuditWriter,
         pseudonymizer: Pseudonymizer,
         sealer: Sealer,
+        consents: ConsentSource,
+        declarations: DeclarationSource,
         clock: Clock = system_clock,
     ) -> None:
         self._engine = engine
@@ -85,6 +104,8 @@ class ExchangeService:
         self._audit = audit
         self._pseudo = pseudonymizer
         self._sealer = sealer
+        self._consents = consents
+        self._declarations = declarations
         self._clock = clock
 
     def now(self) -> datetime:
@@ -106,6 +127,7 @@ class ExchangeService:
         if encryption_key is None:
             raise Forbidden("The requesting agency has no encryption key")
         provider = await self._resolve_provider(request)
+        declaration = await self._declaration(request)
 
         now = self._clock()
         today = dutch_date(now)
@@ -123,6 +145,7 @@ class ExchangeService:
                     continue
                 seen.add((element_id, key))
                 items.append(_Item(element=element_id, bsn=bsn, kind=kind, key=key))
+        consents = await self._consent_facts(request, subjects.values(), now)
 
         policy_input = PolicyInput(
             agreement=request.agreement_id,
@@ -134,6 +157,8 @@ class ExchangeService:
             context=request.context,
             subjects=tuple(subjects.values()),
             items=tuple(RequestedItem(element=i.element, subject=i.key) for i in items),
+            consents=consents,
+            acute_declaration=declaration,
         )
         decision = await self._engine.decide(policy_input)
 
@@ -204,6 +229,37 @@ class ExchangeService:
             provider=provider,
             policy_input=policy_input,
         )
+
+    async def _consent_facts(
+        self, request: ExchangeRequest, subjects: Iterable[SubjectFacts], now: datetime
+    ) -> tuple[ConsentFact, ...]:
+        """One indexed query for every person subject's records of this agreement
+        and purpose; the procedure picks, per item, the record that applies. A
+        purpose on a statutory basis has no records (the registry refuses them)."""
+        agreement = self.policy_set.agreements.get(request.agreement_id)
+        purpose = agreement.purposes.get(request.purpose_id) if agreement else None
+        if purpose is None or purpose.get("consent") == "not_required_with_basis":
+            return ()
+        return await self._consents.facts_for(
+            (s.key for s in subjects if s.kind is SubjectKind.PERSON),
+            request.agreement_id,
+            request.purpose_id,
+            now,
+        )
+
+    async def _declaration(self, request: ExchangeRequest) -> AcuteDeclarationFact | None:
+        """The stored declaration the request names. One for another agreement or
+        purpose is passed on as it is: the procedure does not use it."""
+        if request.acute_declaration_id is None:
+            return None
+        declaration = await self._declarations.fact(request.acute_declaration_id)
+        if declaration is None:
+            raise InvalidRequest(
+                "No such acute declaration",
+                field="acute_declaration_id",
+                code=ErrorCode.UNKNOWN_ACUTE_DECLARATION,
+            )
+        return declaration
 
     async def _resolve_provider(self, request: ExchangeRequest) -> AgencyView:
         ref = request.provider

@@ -108,3 +108,15 @@ def test_database_url_derivation(url: str, async_url: str, sync_url: str) -> Non
 def test_token_endpoint_ignores_a_trailing_slash() -> None:
     s = settings(public_url="https://broker.example/")
     assert s.token_endpoint == "https://broker.example/oauth/token"
+
+
+def test_agreement_admins_are_comma_separated_oins(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings().agreement_admins == []
+    monkeypatch.setenv("BROKER_AGREEMENT_ADMINS", "00000001800006185000, 00000001800006185001,")
+    assert Settings().agreement_admins == ["00000001800006185000", "00000001800006185001"]
+    assert settings(agreement_admins=["00000001800006185000"]).agreement_admins == [
+        "00000001800006185000"
+    ]
+    monkeypatch.setenv("BROKER_AGREEMENT_ADMINS", "00000001800006185000,not-an-oin")
+    with pytest.raises(ValidationError, match="BROKER_AGREEMENT_ADMINS"):
+        Settings()
