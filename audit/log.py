@@ -11,6 +11,12 @@ each entry names its predecessor's hash (``prev``), so changing, inserting or
 removing an entry breaks the chain at that point. Writers lock the head row
 (``SELECT ... FOR UPDATE`` on PostgreSQL), so several broker processes on one
 database append to one sequence without forking it.
+
+The entries are also the leaves of an RFC 9162 Merkle tree (leaf hash =
+SHA-256(0x00 || entry bytes)). The same transaction that appends entries stores
+the hash of every perfect subtree they complete (``audit_nodes``) and the new
+root and frontier in the head row, so the tree never disagrees with the log and
+an append costs O(log n) hashes (see audit.merkle).
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from audit.models import AuditEntry, AuditHead
+from audit.merkle import append_leaves, decode_frontier, encode_frontier, fold, leaf_hash
+from audit.models import AuditEntry, AuditHead, AuditNode
 from broker.core.canonical import canonical_json_plain, sha256_hex
 from broker.core.errors import AuditUnavailable, BrokerError, Conflict
 from broker.db.session import Database
@@ -183,11 +190,15 @@ class AuditWriter:
         # Core statements on a plain connection: the ORM adds nothing here but cost.
         now = datetime.now(UTC)
         head_table = cast(Table, AuditHead.__table__)
-        stmt = select(head_table.c.size, head_table.c.head_hash).where(head_table.c.id == 1)
+        stmt = select(head_table.c.size, head_table.c.head_hash, head_table.c.frontier).where(
+            head_table.c.id == 1
+        )
         if self._lock_head:
             stmt = stmt.with_for_update()
         async with self._db.write_engine.begin() as conn:
-            size, prev = (await conn.execute(stmt)).one()
+            size, prev, frontier_text = (await conn.execute(stmt)).one()
+            tree_size = size
+            leaves: list[bytes] = []
             entries: list[dict[str, Any]] = []
             results: list[list[int]] = []
             extra: dict[Table, list[dict[str, Any]]] = {}
@@ -210,6 +221,7 @@ class AuditWriter:
                             "entry_hash": entry_hash,
                         }
                     )
+                    leaves.append(leaf_hash(data))
                     seqs.append(size)
                     size += 1
                     prev = entry_hash
@@ -224,9 +236,23 @@ class AuditWriter:
                 except IntegrityError as exc:  # a duplicate key among the units' own rows
                     raise _UnitConflict(table.name) from exc
             if entries:
+                frontier, tree_size, nodes = append_leaves(
+                    decode_frontier(frontier_text), tree_size, leaves
+                )
                 await conn.execute(insert(cast(Table, AuditEntry.__table__)), entries)
                 await conn.execute(
-                    update(head_table).where(head_table.c.id == 1).values(size=size, head_hash=prev)
+                    insert(cast(Table, AuditNode.__table__)),
+                    [{"level": lv, "index": i, "hash": h.hex()} for lv, i, h in nodes],
+                )
+                await conn.execute(
+                    update(head_table)
+                    .where(head_table.c.id == 1)
+                    .values(
+                        size=size,
+                        head_hash=prev,
+                        root_hash=fold(frontier).hex(),
+                        frontier=encode_frontier(frontier),
+                    )
                 )
         return results
 

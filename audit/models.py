@@ -4,16 +4,24 @@ Each entry's canonical JSON (RFC 8785) is stored as text exactly as hashed, so
 the chain can be recomputed byte for byte. ``audit_head`` holds the current
 size and head hash; writers lock it, so concurrent broker processes on one
 PostgreSQL never fork the log.
+
+The same log is an RFC 9162 Merkle tree (leaf = SHA-256(0x00 || entry bytes)):
+``audit_nodes`` holds the hash of every complete (perfect) subtree, written in
+the transaction that appends its last leaf, and the head row holds the root and
+the frontier (the perfect subtrees of the whole tree) so appends stay O(log n).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy import BigInteger, Integer, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db.base import Base, UTCDateTime
+
+# SHA-256 of the empty string: the RFC 9162 root of the empty tree.
+EMPTY_ROOT_HEX = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 class AuditEntry(Base):
@@ -37,3 +45,17 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     size: Mapped[int] = mapped_column(BigInteger)
     head_hash: Mapped[str] = mapped_column(String(64))
+    # RFC 9162 root (hex) and frontier (comma-separated hex hashes, largest subtree first).
+    root_hash: Mapped[str] = mapped_column(String(64), default=EMPTY_ROOT_HEX)
+    frontier: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditNode(Base):
+    """The hash (hex) of the perfect subtree over the leaves
+    ``[index * 2**level, (index + 1) * 2**level)``; level 0 holds the leaf hashes."""
+
+    __tablename__ = "audit_nodes"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,4 +1,4 @@
-"""Recomputes the audit hash chain and names the first broken entry.
+"""Recomputes the audit hash chain (and the Merkle root) and names the first broken entry.
 
 Verification raises; a clean log returns a summary."""
 
@@ -9,10 +9,13 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.log import GENESIS
-from audit.models import AuditEntry, AuditHead
+from audit.merkle import EMPTY_ROOT, append_leaves, fold, leaf_hash
+from audit.models import AuditEntry, AuditHead, AuditNode
+from audit.tree import root_at
 from broker.core.errors import AuditChainBroken
 from broker.db.session import Database
 
@@ -90,3 +93,71 @@ def _check(row: AuditEntry, seq: int, prev: str) -> None:
         or _ts(entry.get("ts")) != row.created_at
     ):
         raise AuditChainBroken(f"entry {seq}'s indexed columns were altered", index=seq)
+
+
+@dataclass(frozen=True, slots=True)
+class TreeSummary:
+    size: int
+    root_hash: bytes
+
+
+async def verify_tree(db: Database) -> TreeSummary:
+    """Recomputes the RFC 9162 root from every entry (the leaves) and checks it
+    equals the root in the head row and the root built from the stored subtree
+    hashes that proofs are served from."""
+    frontier: list[bytes] = []
+    size = 0
+    async with db.session() as session:
+        while True:
+            rows = (
+                await session.execute(
+                    select(AuditEntry.seq, AuditEntry.entry)
+                    .where(AuditEntry.seq >= size)
+                    .order_by(AuditEntry.seq)
+                    .limit(CHUNK)
+                )
+            ).all()
+            if not rows:
+                break
+            if rows[0].seq != size:
+                raise AuditChainBroken(f"entry {size} is missing", index=size)
+            leaves = [leaf_hash(str(row.entry).encode("utf-8")) for row in rows]
+            frontier, size, created = append_leaves(frontier, size, leaves)
+            await _check_nodes(session, created)
+        head = await session.get(AuditHead, 1)
+        stored_count = int(await session.scalar(select(func.count()).select_from(AuditNode)) or 0)
+    root = fold(frontier)
+    stored = bytes.fromhex(head.root_hash) if head is not None and head.size else EMPTY_ROOT
+    if (head.size if head else 0) != size or stored != root:
+        raise AuditChainBroken(
+            "the Merkle root in the head does not match the entries", index=max(size - 1, 0)
+        )
+    if stored_count != 2 * size - size.bit_count() or await root_at(db, size) != root:
+        raise AuditChainBroken(
+            "the stored subtree hashes do not match the entries", index=max(size - 1, 0)
+        )
+    return TreeSummary(size=size, root_hash=root)
+
+
+async def _check_nodes(session: AsyncSession, created: list[tuple[int, int, bytes]]) -> None:
+    """The stored perfect subtree hashes equal the recomputed ones (one read per level)."""
+    by_level: dict[int, dict[int, bytes]] = {}
+    for level, index, digest in created:
+        by_level.setdefault(level, {})[index] = digest
+    for level, expected in by_level.items():
+        rows = await session.execute(
+            select(AuditNode.index, AuditNode.hash).where(
+                AuditNode.level == level,
+                AuditNode.index >= min(expected),
+                AuditNode.index <= max(expected),
+            )
+        )
+        found = {int(index): digest for index, digest in rows}
+        for index, digest in sorted(expected.items()):
+            if found.get(index) != digest.hex():
+                first = index << level
+                raise AuditChainBroken(
+                    f"the stored subtree ({level}, {index}) does not match entries "
+                    f"{first}..{first + (1 << level) - 1}",
+                    index=first,
+                )

@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI
 
 from adapters.brp.client import BrpRegister
+from adapters.healthcare.adapter import FhirAdapter
 from adapters.partner_api.adapter import PartnerApiAdapter
 from audit.log import AuditWriter
 from broker.agencies.service import AgencyDirectory
@@ -34,6 +35,7 @@ from broker.policy.validate import assert_valid
 from broker.policy.watcher import PolicyWatcher
 from broker.security.tokens import TokenService
 from broker.settings import EngineKind, Settings
+from broker.transparency.checkpoint import CheckpointSigner
 
 log = structlog.get_logger("app")
 
@@ -55,6 +57,7 @@ class Services:
     agreements: AgreementService
     consents: ConsentService
     breakglass: BreakGlassService
+    checkpoints: CheckpointSigner
 
     def use_policy_set(self, policy_set: PolicySet) -> None:
         self.policy_set = policy_set
@@ -100,7 +103,10 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
     adapters: dict[str, PartnerAdapter] = {
         "partner_api": PartnerApiAdapter(
             timeout=settings.adapter_timeout_seconds, retries=settings.adapter_retries
-        )
+        ),
+        "fhir": FhirAdapter(
+            timeout=settings.adapter_timeout_seconds, retries=settings.adapter_retries
+        ),
     }
     tokens = TokenService(
         db=db,
@@ -159,6 +165,7 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         agreements=agreements,
         consents=consents,
         breakglass=breakglass,
+        checkpoints=CheckpointSigner(db, keyring, settings.log_origin),
     )
     watcher.subscribe(services.use_policy_set)
     watcher.start()
@@ -198,6 +205,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     from broker.exchange.api import router as exchange_router
     from broker.health import router as health_router
     from broker.security.api import router as security_router
+    from broker.transparency.api import router as transparency_router
 
     app = FastAPI(
         title="Child-protection chain exchange broker",
@@ -217,6 +225,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.include_router(agreements_router)
     app.include_router(consent_router)
     app.include_router(breakglass_router)
+    app.include_router(transparency_router)
     app.include_router(health_router)
     app.add_middleware(
         BodyLimit,

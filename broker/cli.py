@@ -265,20 +265,88 @@ def audit() -> None:
 
 
 @audit.command("verify")
-def audit_verify() -> None:
-    """Recompute the hash chain; name the first broken entry."""
-    from audit.verify import verify_chain
+@click.option(
+    "--checkpoint",
+    "checkpoint_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Also check this saved checkpoint (from GET /v1/audit/checkpoint) against the log",
+)
+def audit_verify(checkpoint_path: Path | None) -> None:
+    """Recompute the hash chain and the Merkle root; check a signed checkpoint."""
+    from audit import verifier
+    from audit.tree import root_at
+    from audit.verify import verify_chain, verify_tree
+    from broker.crypto.keys import BrokerKeyring
     from broker.db.session import Database
 
-    async def go() -> Any:
-        database = Database(_settings().async_database_url)
+    settings = _settings()
+    origin = settings.log_origin
+    keyring: BrokerKeyring | None = None
+    public = b""
+    if (settings.keys_dir / "broker-signing.jwks.json").exists():
         try:
-            return await verify_chain(database)
+            keyring = BrokerKeyring.load_or_create(settings.keys_dir)
+            public = keyring.public_key_raw()
+        except BrokerError as exc:
+            raise click.ClickException(exc.diagnostics()) from exc
+    elif checkpoint_path is not None:
+        raise click.ClickException(f"no broker signing key in {settings.keys_dir}")
+
+    saved: verifier.Checkpoint | None = None
+    try:
+        if checkpoint_path is not None:
+            saved = verifier.verify_checkpoint(
+                checkpoint_path.read_bytes(), key_name=origin, public_key=public
+            )
+    except verifier.VerificationError as exc:
+        raise click.ClickException(f"{checkpoint_path}: {exc}") from exc
+
+    async def go() -> tuple[Any, Any, bytes | None]:
+        database = Database(settings.async_database_url)
+        try:
+            chain = await verify_chain(database)
+            tree = await verify_tree(database)
+            saved_root = None
+            if saved is not None and saved.size <= tree.size:
+                saved_root = await root_at(database, saved.size)
+            return chain, tree, saved_root
         finally:
             await database.dispose()
 
-    summary = _run(go)
-    click.echo(f"audit log verified: {summary.size} entries, head {summary.head_hash}")
+    chain, tree, saved_root = _run(go)
+    click.echo(f"audit log verified: {chain.size} entries, head {chain.head_hash}")
+    _report_checkpoints(
+        keyring, origin, tree.size, tree.root_hash, saved=saved, saved_root=saved_root
+    )
+
+
+def _report_checkpoints(
+    keyring: Any, origin: str, size: int, root: bytes, *, saved: Any, saved_root: bytes | None
+) -> None:
+    """Signs the latest checkpoint and checks it (and a saved one) with the
+    stand-alone verifier, as an agency would."""
+    from audit import verifier
+    from broker.transparency.checkpoint import sign_checkpoint
+
+    if keyring is None:
+        click.echo(f"merkle root verified: {root.hex()} (no signing key: no checkpoint)")
+        return
+    latest = sign_checkpoint(keyring, origin, size, root)
+    try:
+        cp = verifier.verify_checkpoint(
+            latest, key_name=origin, public_key=keyring.public_key_raw()
+        )
+    except verifier.VerificationError as exc:
+        raise click.ClickException(f"latest checkpoint: {exc}") from exc
+    if (cp.origin, cp.size, cp.root_hash) != (origin, size, root):
+        raise click.ClickException("the latest checkpoint does not match the log")
+    click.echo(f"merkle root verified: {root.hex()} (checkpoint signature verifies)")
+    if saved is not None:
+        if saved.origin != origin or saved_root != saved.root_hash:
+            raise click.ClickException(
+                f"the checkpoint at size {saved.size} does not match this log"
+            )
+        click.echo(f"checkpoint at size {saved.size} verified against the log")
 
 
 # ----------------------------------------------------------------- policies

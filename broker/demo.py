@@ -147,12 +147,14 @@ async def _register_agencies(
             write_secret_json(folder / "private.jwks.json", private)
             (folder / "public.jwks.json").write_text(json.dumps(public, indent=2), encoding="utf-8")
             (folder / "oin.txt").write_text(oin + "\n", encoding="utf-8")
+            fhir = urls.get("fhir") or {}  # ggz and huisarts answer over HL7 FHIR R4
             await service.add(
                 oin=oin,
                 name=name,
                 party_type=party,
                 jwks=public,
-                endpoint_url=urls["parties"].get(party),
+                endpoint_url=fhir.get(party) or urls["parties"].get(party),
+                adapter_kind="fhir" if party in fhir else "partner_api",
             )
             partners[party] = (oin, private)
         await sign_agreements(database, settings, partners)
@@ -242,6 +244,8 @@ async def run_demo(*, port: int, sim_port: int, state_dir: Path, once: bool) -> 
         _say(f"  population reg.   {urls['brp']}")
         for party, url in urls["parties"].items():
             _say(f"  partner system    {party:<27} {url}")
+        for party, url in (urls.get("fhir") or {}).items():
+            _say(f"  FHIR R4 server    {party:<27} {url}")
         _say(f"  partner keys      {state_dir / 'partners'}/<party>/private.jwks.json")
         _say(f"  database          {state_dir / 'broker.db'}")
         await _script(base_url, partners)

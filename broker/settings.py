@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     adapter_retries: int = 2
     register_timeout_seconds: float = 2.0
     audit_batch_max: int = 512
+    log_origin: str = Field(
+        default="broker.example/audit",
+        min_length=1,
+        pattern=r"^[^\s+]+$",
+        description="Origin line and key name of the audit log's signed checkpoints",
+    )
     agreement_admins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=(

@@ -199,12 +199,14 @@ async def register_partners(
         for party, oin in (parties or AGENCIES).items():
             sig = generate_jwk("Ed25519", use="sig")
             enc = generate_jwk("X25519", use="enc")
+            fhir = simulators.get("fhir") or {}  # ggz and huisarts answer over FHIR R4
             await service.add(
                 oin=oin,
                 name=f"Test {party}",
                 party_type=party,
                 jwks={"keys": [public_only(sig), public_only(enc)]},
-                endpoint_url=simulators["parties"].get(party),
+                endpoint_url=fhir.get(party) or simulators["parties"].get(party),
+                adapter_kind="fhir" if party in fhir else "partner_api",
             )
             out[party] = {"oin": oin, "keys": [sig, enc]}
         if sign:

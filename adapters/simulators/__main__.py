@@ -7,7 +7,8 @@
     python -m adapters.simulators generate --families N [--seed S] [--out FILE]
 
 ``serve`` prints (and writes to ``--ready-file``, atomically) the JSON
-``{"brp": url, "parties": {party: url}}`` once everything listens, and stops cleanly on
+``{"brp": url, "parties": {party: url}, "fhir": {"ggz": url, "huisarts": url}}`` once
+everything listens, and stops cleanly on
 SIGTERM/SIGINT. Port order: see adapters/simulators/runner.py.
 """
 

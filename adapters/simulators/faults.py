@@ -15,7 +15,8 @@ Admin API (only from 127.0.0.1 / ::1; everything else gets 403):
 request has its connection dropped (``drop_connection``), gets a 200 with a truncated JSON body
 (``malformed``) or gets ``status`` (default 500). ``extra_item`` adds an item that was not
 requested, ``omit_item`` leaves out the last requested item and ``non_boolean`` answers
-``boolean_only`` requests with strings (partner simulator only).
+``boolean_only`` requests with strings (partner simulator only). ``invalid_resource`` (FHIR
+simulator only) makes every served resource of that type (``"*"``: any type) fail validation.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class FaultConfig(BaseModel):
     extra_item: bool = False
     omit_item: bool = False
     non_boolean: bool = False
+    # FHIR simulator only: resources of this type ("*" = every type) fail FHIR validation.
+    invalid_resource: str | None = Field(default=None, max_length=64)
 
     @property
     def effective_fail_rate(self) -> float:

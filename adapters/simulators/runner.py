@@ -5,7 +5,10 @@ Port order is FIXED: the BRP listens on ``base_port``; party ``PARTY_ORDER[i]`` 
 
     +0 brp, +1 politie, +2 veilig_thuis, +3 raad_kinderbescherming, +4 ggz, +5 huisarts,
     +6 school, +7 schuldhulpverlening, +8 gemeente_wijkteam, +9 gecertificeerde_instelling,
-    +10 openbaar_ministerie, +11 zorg_en_veiligheidshuis
+    +10 openbaar_ministerie, +11 zorg_en_veiligheidshuis, +12 ggz FHIR, +13 huisarts FHIR
+
+The FHIR R4 servers (``adapters/simulators/fhir.py``) of ggz and huisarts start with their party
+and appear in the ready file under ``"fhir"``.
 
 With ``base_port=0`` every simulator gets a free port from the OS instead (see ``urls``).
 """
@@ -25,6 +28,7 @@ from aiohttp import web
 from adapters.simulators.brp import create_brp_app
 from adapters.simulators.catalogue import Catalogue
 from adapters.simulators.faults import FaultConfig
+from adapters.simulators.fhir import FHIR_PARTIES, create_fhir_app
 from adapters.simulators.generate import generate_families
 from adapters.simulators.partner import PARTY_ORDER, create_partner_app
 from adapters.simulators.registry import DEFAULT_REGISTRY_PATH, Registry
@@ -44,9 +48,11 @@ DEFAULT_SEED = 20260401
 
 
 def port_for(name: str, base_port: int) -> int:
-    """The fixed port of ``"brp"`` or a party id for a given base port."""
+    """The fixed port of ``"brp"``, a party id or ``"fhir:<party>"`` for a given base port."""
     if name == "brp":
         return base_port
+    if name.startswith("fhir:"):
+        return base_port + 1 + len(PARTY_ORDER) + FHIR_PARTIES.index(name[5:])
     return base_port + 1 + PARTY_ORDER.index(name)
 
 
@@ -83,11 +89,15 @@ class RunningSimulators:
     brp_url: str
     party_urls: dict[str, str]
     world: World
+    fhir_urls: dict[str, str] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list, repr=False)
 
     @property
     def urls(self) -> dict[str, Any]:
-        return {"brp": self.brp_url, "parties": dict(self.party_urls)}
+        urls: dict[str, Any] = {"brp": self.brp_url, "parties": dict(self.party_urls)}
+        if self.fhir_urls:  # only when ggz and/or huisarts run
+            urls["fhir"] = dict(self.fhir_urls)
+        return urls
 
     async def stop(self) -> None:
         runners, self._runners = self._runners, []
@@ -149,6 +159,12 @@ async def start_simulators(
             runner, port = await _serve(app, host, wanted)
             running._runners.append(runner)
             running.party_urls[party] = _url(host, port)
+        for i, party in enumerate(p for p in FHIR_PARTIES if p in selected):
+            app = create_fhir_app(party, world, faults=faults, admin=admin, seed=seed + 100 + i)
+            wanted = port_for(f"fhir:{party}", base_port) if base_port else 0
+            runner, port = await _serve(app, host, wanted)
+            running._runners.append(runner)
+            running.fhir_urls[party] = _url(host, port)
     except BaseException:
         await running.stop()
         raise

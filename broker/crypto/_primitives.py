@@ -98,3 +98,20 @@ def constant_time_equal(a: bytes | str, b: bytes | str) -> bool:
     if isinstance(b, str):
         b = b.encode()
     return hmac.compare_digest(a, b)
+
+
+def ed25519_sign(private_jwk: dict[str, Any], message: bytes) -> bytes:
+    """A raw Ed25519 signature (RFC 8032) with the key of an OKP/Ed25519 private JWK."""
+    if private_jwk.get("kty") != "OKP" or private_jwk.get("crv") != "Ed25519":
+        raise ValueError("not an Ed25519 key")
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(b64u_decode(private_jwk["d"]))
+    return key.sign(message)
+
+
+def ed25519_public_raw(jwk: dict[str, Any]) -> bytes:
+    """The 32-byte public key of an OKP/Ed25519 JWK."""
+    if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+        raise ValueError("not an Ed25519 key")
+    raw = b64u_decode(jwk["x"])
+    ed25519.Ed25519PublicKey.from_public_bytes(raw)  # validates the length
+    return raw

@@ -123,6 +123,20 @@ class BrokerKeyring:
     def public_jwks(self) -> dict[str, Any]:
         return {"keys": [p.public_jwk(k) for k in self._keys]}
 
+    def sign_raw(self, message: bytes) -> bytes:
+        """A raw Ed25519 signature by the active key (signed notes, checkpoints)."""
+        try:
+            return p.ed25519_sign(self._keys[0], message)
+        except ValueError as exc:
+            raise KeyError_("the active broker key is not an Ed25519 key") from exc
+
+    def public_key_raw(self) -> bytes:
+        """The active key's raw 32-byte Ed25519 public key."""
+        try:
+            return p.ed25519_public_raw(self._keys[0])
+        except ValueError as exc:
+            raise KeyError_("the active broker key is not an Ed25519 key") from exc
+
     @classmethod
     def load_or_create(cls, keys_dir: Path) -> BrokerKeyring:
         path = keys_dir / "broker-signing.jwks.json"

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT_SPAN = 12  # brp + 11 parties
+PORT_SPAN = 14  # brp + 11 parties + 2 FHIR servers (ggz, huisarts)
 FAMILIES = 5
 
 # Registry persons (adapters/simulators/data/lindeburg.yaml).

@@ -1,0 +1,195 @@
+"""Shared HTTP client pieces of the broker's outgoing adapters: a pooled ``aiohttp`` session
+factory, a per-endpoint circuit breaker with counters, exponential backoff with jitter, the
+retryable/fatal error split and a size-limited body reader.
+
+Same semantics as :mod:`adapters.partner_api.adapter` (which keeps its own copy for now).
+Nothing personal is ever logged here: only endpoints, reasons and counts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import aiohttp
+import structlog
+
+__all__ = [
+    "BreakerState",
+    "CircuitBreakers",
+    "EndpointState",
+    "FatalError",
+    "Outcome",
+    "RetryableError",
+    "backoff_delay",
+    "new_session",
+    "read_limited",
+]
+
+_log = structlog.get_logger(__name__)
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class Outcome(StrEnum):
+    """How one adapter call to an endpoint ended (drives the breaker and the stats)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+
+
+@dataclass(slots=True)
+class EndpointState:
+    state: BreakerState = BreakerState.CLOSED
+    consecutive_failures: int = 0
+    opened_at: float = 0.0
+    probe_in_flight: bool = False
+    calls: int = 0
+    attempts: int = 0
+    retries: int = 0
+    successes: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    short_circuited: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "consecutive_failures": self.consecutive_failures,
+            "calls": self.calls,
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "successes": self.successes,
+            "failures": self.failures,
+            "timeouts": self.timeouts,
+            "short_circuited": self.short_circuited,
+        }
+
+
+class RetryableError(Exception):
+    """An attempt failed in a way that another attempt may fix (connection error, 5xx, 429)."""
+
+    def __init__(self, reason: str, http_status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.http_status = http_status
+
+
+class FatalError(Exception):
+    """An attempt failed in a way that retrying will not fix (4xx, malformed body)."""
+
+    def __init__(self, reason: str, http_status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.http_status = http_status
+
+
+class CircuitBreakers:
+    """One breaker per endpoint: opens after ``threshold`` consecutive failed calls, lets one
+    probe through after ``cooldown`` seconds (half-open) and closes when it succeeds."""
+
+    def __init__(
+        self,
+        *,
+        threshold: int,
+        cooldown: float,
+        clock: Callable[[], float],
+        log_prefix: str,
+    ) -> None:
+        if threshold < 1:
+            raise ValueError("breaker_threshold must be at least 1")
+        self._threshold = threshold
+        self._cooldown = cooldown
+        self._clock = clock
+        self._prefix = log_prefix
+        self._endpoints: dict[str, EndpointState] = {}
+
+    def state(self, endpoint: str) -> EndpointState:
+        st = self._endpoints.get(endpoint)
+        if st is None:
+            st = self._endpoints[endpoint] = EndpointState()
+        return st
+
+    def admit(self, st: EndpointState) -> bool:
+        """May a call go through? Moves OPEN to HALF_OPEN after the cool-down."""
+        if st.state is BreakerState.OPEN:
+            if self._clock() - st.opened_at < self._cooldown:
+                return False
+            st.state = BreakerState.HALF_OPEN
+        if st.state is BreakerState.HALF_OPEN:
+            if st.probe_in_flight:
+                return False
+            st.probe_in_flight = True
+        return True
+
+    def record(self, endpoint: str, st: EndpointState, outcome: Outcome) -> None:
+        st.probe_in_flight = False
+        if outcome is Outcome.OK:
+            st.successes += 1
+            if st.state is not BreakerState.CLOSED:
+                _log.info(f"{self._prefix}_circuit_closed", endpoint=endpoint)
+            st.state = BreakerState.CLOSED
+            st.consecutive_failures = 0
+            return
+        if outcome is Outcome.TIMEOUT:
+            st.timeouts += 1
+        else:
+            st.failures += 1
+        st.consecutive_failures += 1
+        if st.state is BreakerState.HALF_OPEN or (
+            st.state is BreakerState.CLOSED and st.consecutive_failures >= self._threshold
+        ):
+            st.state = BreakerState.OPEN
+            st.opened_at = self._clock()
+            _log.warning(
+                f"{self._prefix}_circuit_opened",
+                endpoint=endpoint,
+                consecutive_failures=st.consecutive_failures,
+            )
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        now = self._clock()
+        out: dict[str, dict[str, Any]] = {}
+        for endpoint, st in self._endpoints.items():
+            snap = st.snapshot()
+            if st.state is BreakerState.OPEN:
+                snap["retry_in_s"] = max(0.0, round(st.opened_at + self._cooldown - now, 3))
+            out[endpoint] = snap
+        return out
+
+
+def backoff_delay(attempt: int, base: float, ceiling: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter: base * 2^(attempt-1), capped, scaled by [0.5, 1.0)."""
+    top = min(ceiling, base * (2.0 ** (attempt - 1)))
+    return top * (0.5 + rng.random() / 2)
+
+
+def new_session(
+    *, max_connections: int, max_connections_per_host: int, headers: dict[str, str]
+) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=max_connections, limit_per_host=max_connections_per_host, ttl_dns_cache=300
+    )
+    return aiohttp.ClientSession(connector=connector, headers=headers, raise_for_status=False)
+
+
+async def read_limited(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The body, or FatalError("body_too_large") once it exceeds ``max_bytes``."""
+    if resp.content_length is not None and resp.content_length > max_bytes:
+        raise FatalError("body_too_large", resp.status)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            raise FatalError("body_too_large", resp.status)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,223 @@
+"""Stand-alone verifier for the broker's audit log: checkpoints and proofs.
+
+Copy this one file: it needs only the Python standard library and
+``cryptography``. It checks
+
+* a checkpoint in the C2SP signed-note / tlog-checkpoint format, signed with
+  Ed25519 (``verify_checkpoint``),
+* an RFC 9162 inclusion proof (``verify_inclusion``, section 2.1.3.2),
+* an RFC 9162 consistency proof (``verify_consistency``, section 2.1.4.2).
+
+Hashes are raw 32-byte SHA-256 digests; the broker's JSON and checkpoints carry
+them base64-encoded (standard alphabet, padded). A leaf hash is
+SHA-256(0x00 || entry bytes), an interior node SHA-256(0x01 || left || right).
+
+Example::
+
+    cp = verify_checkpoint(text, key_name="broker.example/audit", public_key=raw32)
+    verify_inclusion(leaf, proof["index"], cp.size, hashes, cp.root_hash)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+__all__ = [
+    "Checkpoint",
+    "VerificationError",
+    "key_id",
+    "leaf_hash",
+    "node_hash",
+    "parse_verifier_key",
+    "verify_checkpoint",
+    "verify_consistency",
+    "verify_inclusion",
+]
+
+ED25519_SIGNATURE_TYPE = 0x01
+_DASH = "\u2014 "  # EM DASH and a space open every signature line
+
+
+class VerificationError(Exception):
+    """The checkpoint or proof does not verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    origin: str
+    size: int
+    root_hash: bytes
+    extensions: tuple[str, ...] = ()
+
+
+def leaf_hash(entry: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + entry).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def key_id(key_name: str, public_key: bytes) -> bytes:
+    """The C2SP signed-note key ID of an Ed25519 key:
+    the first 4 bytes of SHA-256(key name || 0x0A || 0x01 || public key)."""
+    return hashlib.sha256(
+        key_name.encode("utf-8") + b"\n" + bytes([ED25519_SIGNATURE_TYPE]) + public_key
+    ).digest()[:4]
+
+
+def parse_verifier_key(vkey: str) -> tuple[str, bytes]:
+    """Parses a note verifier key ``<name>+<hex key id>+<base64(0x01 || key)>``;
+    returns (key name, raw public key)."""
+    try:
+        name, hex_id, b64 = vkey.strip().split("+", 2)
+        raw = _b64(b64)
+        kid = bytes.fromhex(hex_id)
+    except ValueError as exc:
+        raise VerificationError("malformed verifier key") from exc
+    if len(raw) != 33 or raw[0] != ED25519_SIGNATURE_TYPE:
+        raise VerificationError("the verifier key is not an Ed25519 key")
+    if key_id(name, raw[1:]) != kid:
+        raise VerificationError("the verifier key's id does not match")
+    return name, raw[1:]
+
+
+def _b64(text: str) -> bytes:
+    """Strict base64: only the canonical encoding of the bytes is accepted."""
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise VerificationError("malformed base64") from exc
+    if base64.b64encode(data).decode("ascii") != text:
+        raise VerificationError("non-canonical base64")
+    return data
+
+
+def verify_checkpoint(text: str | bytes, *, key_name: str, public_key: bytes) -> Checkpoint:
+    """Checks that the note carries a valid Ed25519 signature by ``key_name``
+    (other signatures are ignored) and parses its checkpoint body."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise VerificationError("the note is not UTF-8") from exc
+    body, sep, signatures = text.rpartition("\n\n")
+    if not sep or not signatures.endswith("\n"):
+        raise VerificationError("not a signed note")
+    body += "\n"
+    wanted = key_id(key_name, public_key)
+    verifier = Ed25519PublicKey.from_public_bytes(public_key)
+    verified = False
+    for line in signatures[:-1].split("\n"):
+        if not line.startswith(_DASH):
+            raise VerificationError("malformed signature line")
+        name, _, sig_b64 = line[len(_DASH) :].partition(" ")
+        blob = _b64(sig_b64)
+        if name != key_name or len(blob) < 5 or blob[:4] != wanted:
+            continue
+        try:
+            verifier.verify(blob[4:], body.encode("utf-8"))
+        except InvalidSignature as exc:
+            raise VerificationError("the checkpoint signature is invalid") from exc
+        verified = True
+    if not verified:
+        raise VerificationError(f"no signature by {key_name}")
+    lines = body[:-1].split("\n")
+    if len(lines) < 3:
+        raise VerificationError("a checkpoint has an origin, a size and a root hash")
+    origin, size_text, root_b64, *extensions = lines
+    if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+        raise VerificationError("malformed tree size")
+    root = _b64(root_b64)
+    if len(root) != 32:
+        raise VerificationError("the root hash is not 32 bytes")
+    return Checkpoint(origin, int(size_text), root, tuple(extensions))
+
+
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> None:
+    """RFC 9162 section 2.1.3.2: ``leaf`` (a leaf hash) is entry ``index`` of the
+    tree of ``size`` entries with ``root``. Raises VerificationError."""
+    if not 0 <= index < size:
+        raise VerificationError("index out of range")
+    fn, sn = index, size - 1
+    r = leaf
+    for p in proof:
+        if sn == 0:
+            raise VerificationError("the inclusion proof is too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise VerificationError("the inclusion proof is too short")
+    if r != root:
+        raise VerificationError("the inclusion proof does not lead to the root")
+
+
+def _trivially_consistent(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """Handles the sizes RFC 9162's algorithm leaves out (0 or equal sizes)."""
+    if not 0 <= old_size <= new_size:
+        raise VerificationError("sizes out of range")
+    if old_size == new_size:
+        if proof or old_root != new_root:
+            raise VerificationError("equal sizes need equal roots and an empty proof")
+        return True
+    if old_size == 0:
+        if proof:
+            raise VerificationError("a proof from the empty tree is empty")
+        return True
+    if not proof:
+        raise VerificationError("the consistency proof is empty")
+    return False
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> None:
+    """RFC 9162 section 2.1.4.2: the tree of ``old_size`` entries with
+    ``old_root`` is a prefix of the tree of ``new_size`` with ``new_root``."""
+    if _trivially_consistent(old_size, new_size, old_root, new_root, proof):
+        return
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:  # a power of two: the old root starts the path
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise VerificationError("the consistency proof is too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise VerificationError("the consistency proof is too short")
+    if fr != old_root or sr != new_root:
+        raise VerificationError("the consistency proof does not match the roots")
