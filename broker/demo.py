@@ -250,7 +250,10 @@ async def run_demo(*, port: int, sim_port: int, state_dir: Path, once: bool) -> 
         _say(f"  database          {state_dir / 'broker.db'}")
         await _script(base_url, partners)
         _say("\nVerify the audit chain with:")
-        _say(f"  BROKER_DATABASE_URL=sqlite:///{state_dir / 'broker.db'} broker audit verify")
+        _say(
+            f"  BROKER_DATABASE_URL=sqlite:///{state_dir / 'broker.db'} "
+            f"BROKER_KEYS_DIR={state_dir / 'keys'} broker audit verify"
+        )
         if not once:
             _say("\nRunning; press Ctrl-C to stop.")
             await serve_task  # uvicorn stops on SIGINT/SIGTERM
