@@ -6,7 +6,11 @@ Copy this one file: it needs only the Python standard library and
 * a checkpoint in the C2SP signed-note / tlog-checkpoint format, signed with
   Ed25519 (``verify_checkpoint``),
 * an RFC 9162 inclusion proof (``verify_inclusion``, section 2.1.3.2),
-* an RFC 9162 consistency proof (``verify_consistency``, section 2.1.4.2).
+* an RFC 9162 consistency proof (``verify_consistency``, section 2.1.4.2),
+* a signed release receipt (``verify_receipt``): a JWS compact token, EdDSA
+  (Ed25519), checked with the broker's public JWK or JWKS (``/oauth/jwks``);
+  it returns the payload, whose ``audit`` object names the leaf indices and the
+  tree size to ask inclusion proofs for (docs/receipts.md).
 
 Hashes are raw 32-byte SHA-256 digests; the broker's JSON and checkpoints carry
 them base64-encoded (standard alphabet, padded). A leaf hash is
@@ -16,6 +20,7 @@ Example::
 
     cp = verify_checkpoint(text, key_name="broker.example/audit", public_key=raw32)
     verify_inclusion(leaf, proof["index"], cp.size, hashes, cp.root_hash)
+    receipt = verify_receipt(token, jwks)  # jwks: the JSON of /oauth/jwks
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = [
+    "RECEIPT_TYPE",
+    "RECEIPT_VERSIONS",
     "Checkpoint",
     "VerificationError",
     "key_id",
@@ -39,10 +48,13 @@ __all__ = [
     "verify_checkpoint",
     "verify_consistency",
     "verify_inclusion",
+    "verify_receipt",
 ]
 
 ED25519_SIGNATURE_TYPE = 0x01
 _DASH = "\u2014 "  # EM DASH and a space open every signature line
+RECEIPT_TYPE = "release-receipt+jws"
+RECEIPT_VERSIONS = frozenset({1})
 
 
 class VerificationError(Exception):
@@ -221,3 +233,88 @@ def verify_consistency(
         raise VerificationError("the consistency proof is too short")
     if fr != old_root or sr != new_root:
         raise VerificationError("the consistency proof does not match the roots")
+
+
+def _b64u(text: str) -> bytes:
+    """Strict unpadded base64url (RFC 7515 section 2): canonical encodings only."""
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, binascii.Error) as exc:
+        raise VerificationError("malformed base64url") from exc
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != text:
+        raise VerificationError("non-canonical base64url")
+    return data
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            raise VerificationError(f"duplicate member in the {what}")
+        return out
+
+    try:
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise VerificationError(f"the {what} is not JSON") from exc
+    if not isinstance(value, dict):
+        raise VerificationError(f"the {what} is not a JSON object")
+    return value
+
+
+def _ed25519_keys(jwk_or_jwks: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    keys = jwk_or_jwks.get("keys") if "keys" in jwk_or_jwks else [jwk_or_jwks]
+    if not isinstance(keys, list):
+        raise VerificationError('a JWKS has a "keys" array')
+    return [
+        k
+        for k in keys
+        if isinstance(k, Mapping)
+        and k.get("kty") == "OKP"
+        and k.get("crv") == "Ed25519"
+        and k.get("use", "sig") == "sig"
+        and k.get("alg", "EdDSA") == "EdDSA"
+    ]
+
+
+def verify_receipt(token: str, jwk_or_jwks: Mapping[str, Any]) -> dict[str, Any]:
+    """Checks a release receipt (JWS compact, EdDSA, ``typ`` release-receipt+jws)
+    with the broker's public Ed25519 key: one JWK, or a JWKS in which the key
+    named by the header's ``kid`` is used. Returns the payload (a dict); raises
+    VerificationError. Retired keys stay in the broker's JWKS, so receipts signed
+    before a key rotation keep verifying."""
+    parts = token.split(".") if isinstance(token, str) else []
+    if len(parts) != 3 or not all(parts):
+        raise VerificationError("not a JWS in compact serialisation")
+    header_b64, payload_b64, signature_b64 = parts
+    header = _json_object(_b64u(header_b64), "JWS header")
+    if header.get("alg") != "EdDSA":
+        raise VerificationError("the receipt is not signed with EdDSA")
+    if header.get("typ") != RECEIPT_TYPE:
+        raise VerificationError("not a release receipt (typ)")
+    if "crit" in header:
+        raise VerificationError("unsupported critical header parameters")
+    kid = header.get("kid")
+    candidates = _ed25519_keys(jwk_or_jwks)
+    if "keys" in jwk_or_jwks or "kid" in jwk_or_jwks:
+        candidates = [k for k in candidates if k.get("kid") == kid]
+    if not candidates:
+        raise VerificationError(f"no Ed25519 signing key with kid {kid!r}")
+    signature = _b64u(signature_b64)
+    message = f"{header_b64}.{payload_b64}".encode("ascii")
+    for jwk in candidates:
+        try:
+            public = Ed25519PublicKey.from_public_bytes(_b64u(str(jwk.get("x", ""))))
+        except ValueError as exc:
+            raise VerificationError("malformed Ed25519 JWK") from exc
+        try:
+            public.verify(signature, message)
+        except InvalidSignature:
+            continue
+        break
+    else:
+        raise VerificationError("the receipt signature is invalid")
+    payload = _json_object(_b64u(payload_b64), "receipt payload")
+    if payload.get("v") not in RECEIPT_VERSIONS:
+        raise VerificationError("unknown receipt version")
+    return payload

@@ -35,7 +35,9 @@ from broker.policy.validate import assert_valid
 from broker.policy.watcher import PolicyWatcher
 from broker.security.tokens import TokenService
 from broker.settings import EngineKind, Settings
+from broker.subject_access.service import SubjectAccessService
 from broker.transparency.checkpoint import CheckpointSigner
+from broker.transparency.receipts import ReceiptSigner
 
 log = structlog.get_logger("app")
 
@@ -58,6 +60,7 @@ class Services:
     consents: ConsentService
     breakglass: BreakGlassService
     checkpoints: CheckpointSigner
+    subject_access: SubjectAccessService
 
     def use_policy_set(self, policy_set: PolicySet) -> None:
         self.policy_set = policy_set
@@ -138,6 +141,7 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         sealer=Sealer(),
         consents=consents,
         declarations=breakglass,
+        receipts=ReceiptSigner(keyring, settings.log_origin),
         clock=clock,
     )
     watcher = PolicyWatcher(
@@ -166,6 +170,15 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         consents=consents,
         breakglass=breakglass,
         checkpoints=CheckpointSigner(db, keyring, settings.log_origin),
+        subject_access=SubjectAccessService(
+            db=db,
+            audit=audit,
+            pseudonymizer=pseudonymizer,
+            register=register,
+            reference=lambda: services.policy_set.reference,
+            privacy_officers=settings.privacy_officer_oins,
+            clock=clock,
+        ),
     )
     watcher.subscribe(services.use_policy_set)
     watcher.start()
@@ -205,6 +218,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     from broker.exchange.api import router as exchange_router
     from broker.health import router as health_router
     from broker.security.api import router as security_router
+    from broker.subject_access.api import router as subject_access_router
     from broker.transparency.api import router as transparency_router
 
     app = FastAPI(
@@ -225,6 +239,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.include_router(agreements_router)
     app.include_router(consent_router)
     app.include_router(breakglass_router)
+    app.include_router(subject_access_router)
     app.include_router(transparency_router)
     app.include_router(health_router)
     app.add_middleware(

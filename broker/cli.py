@@ -485,9 +485,11 @@ _register_policy_commands()
 
 from broker.breakglass.cli import breakglass_group  # noqa: E402 - after the groups above
 from broker.consent.cli import consent_group  # noqa: E402 - after the groups above
+from broker.subject_access.cli import subject_command  # noqa: E402
 
 main.add_command(consent_group)
 main.add_command(breakglass_group)
+audit.add_command(subject_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

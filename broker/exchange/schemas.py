@@ -134,6 +134,14 @@ class ExchangeResponse(BaseModel):
             "was released"
         )
     )
+    receipt: str = Field(
+        description=(
+            "Signed release receipt: JWS compact (EdDSA, typ release-receipt+jws, kid of a "
+            "key in /oauth/jwks) over canonical JSON of the exchange, agreement, policy "
+            "bundle, per-item decisions (pseudonymised subject keys, no BSNs), audit leaf "
+            "indices and tree size; see docs/receipts.md"
+        )
+    )
 
 
 class TokenResponse(BaseModel):

@@ -52,6 +52,7 @@ from broker.exchange.schemas import (
 from broker.policy.explain import explain
 from broker.policy.loader import PolicySet
 from broker.security.tokens import Principal
+from broker.transparency.receipts import ReceiptSigner
 
 log = structlog.get_logger("exchange")
 
@@ -94,6 +95,7 @@ class ExchangeService:
         sealer: Sealer,
         consents: ConsentSource,
         declarations: DeclarationSource,
+        receipts: ReceiptSigner,
         clock: Clock = system_clock,
     ) -> None:
         self._engine = engine
@@ -106,6 +108,7 @@ class ExchangeService:
         self._sealer = sealer
         self._consents = consents
         self._declarations = declarations
+        self._receipts = receipts
         self._clock = clock
 
     def now(self) -> datetime:
@@ -201,6 +204,20 @@ class ExchangeService:
             now=now,
         )
         indices = await self._audit.append(audit_records, rows)
+        # After the commit (it cites the leaf indices), before anything leaves.
+        receipt = self._receipts.issue(
+            exchange_id=exchange_id,
+            request_id=request_id,
+            issued_at=self._clock(),
+            requester_oin=requester.oin,
+            requester_party=requester.party_type,
+            provider_oin=provider.oin,
+            provider_party=provider.party_type,
+            purpose_id=request.purpose_id,
+            decision=decision,
+            statuses=statuses,
+            leaf_indices=indices,
+        )
 
         payload = None
         if released:
@@ -225,6 +242,7 @@ class ExchangeService:
             statuses=statuses,
             indices=indices,
             payload=payload,
+            receipt=receipt,
             requester=requester,
             provider=provider,
             policy_input=policy_input,
@@ -490,6 +508,7 @@ class ExchangeService:
         statuses: list[ItemStatus],
         indices: list[int],
         payload: str | None,
+        receipt: str,
         requester: AgencyView,
         provider: AgencyView,
         policy_input: PolicyInput,
@@ -537,4 +556,5 @@ class ExchangeService:
             audit_indices=indices,
             items=out,
             payload=payload,
+            receipt=receipt,
         )

@@ -1,0 +1,1 @@
+"""Subject-access overviews (AVG art. 15) from the audit log."""

@@ -1,0 +1,381 @@
+"""Subject-access overviews (AVG art. 15): every request, decision and release
+concerning one person, read from the audit log.
+
+The BSN is used once, to compute the person's keyed pseudonym (and, through the
+population register, the pseudonym of the person's household); it is never
+stored, logged or written to the audit log. Entries are found through the
+indexed ``subject_key`` column and the release entries through the indexed
+``exchange_id`` column: a report never scans the log.
+
+Household records (elements whose subject is a household) concern every member
+of the household; they are listed too and marked ``concerns = "household"``.
+
+Every report generated is itself audited (kind ``subject_access_report``) with
+the pseudonym, the requesting privacy officer and the number of entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from audit.log import AuditRecord, AuditWriter
+from audit.models import AuditEntry
+from broker.agencies.models import Agency
+from broker.core.bsn import is_valid_bsn
+from broker.core.clock import Clock, system_clock
+from broker.core.errors import ErrorCode, Forbidden, InvalidRequest
+from broker.core.protocols import SubjectRegister
+from broker.crypto.keys import Pseudonymizer
+from broker.db.session import Database
+from broker.reference import ReferenceData
+
+log = structlog.get_logger("subject_access")
+
+REPORT_KIND = "subject_access_report"
+# The entry kinds that name a subject in ``subject_key`` and belong in an overview.
+LISTED_KINDS = ("decision", "consent_recorded", "consent_withdrawn")
+Concerns = Literal["person", "household"]
+
+# Plain words for the reason codes of the decision procedure (English, Dutch).
+REASONS: dict[str, tuple[str, str]] = {
+    "allow_statutory_basis": (
+        "Shared: a statutory provision allows this exchange",
+        "Verstrekt: een wettelijke grondslag staat deze uitwisseling toe",
+    ),
+    "allow_consent": (
+        "Shared: valid consent was recorded",
+        "Verstrekt: er is geldige toestemming vastgelegd",
+    ),
+    "allow_break_glass": (
+        "Shared: acute danger was declared (break-the-glass)",
+        "Verstrekt: er is acuut gevaar verklaard (doorbraak)",
+    ),
+    "deny_agreement_not_in_force": (
+        "Refused: the sharing agreement was not in force",
+        "Geweigerd: het convenant was niet van kracht",
+    ),
+    "deny_unknown_purpose": (
+        "Refused: the stated purpose is not in the agreement",
+        "Geweigerd: het opgegeven doel staat niet in het convenant",
+    ),
+    "deny_purpose_mismatch": (
+        "Refused: these agencies may not exchange data for this purpose",
+        "Geweigerd: deze organisaties mogen voor dit doel geen gegevens uitwisselen",
+    ),
+    "deny_element_not_allowed": (
+        "Refused: this data element may not be shared for this purpose",
+        "Geweigerd: dit gegeven mag voor dit doel niet worden gedeeld",
+    ),
+    "deny_precondition_failed": (
+        "Refused: a condition of the agreement was not met",
+        "Geweigerd: aan een voorwaarde van het convenant was niet voldaan",
+    ),
+    "deny_consent_missing": (
+        "Refused: consent is required and none was recorded",
+        "Geweigerd: toestemming is vereist en niet vastgelegd",
+    ),
+    "deny_consent_incomplete": (
+        "Refused: not everyone who had to consent did",
+        "Geweigerd: niet iedereen die toestemming moest geven heeft dat gedaan",
+    ),
+    "deny_consent_withdrawn": (
+        "Refused: consent was withdrawn",
+        "Geweigerd: de toestemming is ingetrokken",
+    ),
+    "deny_break_glass_expired": (
+        "Refused: the acute-danger declaration had expired",
+        "Geweigerd: de verklaring van acuut gevaar was verlopen",
+    ),
+}
+KIND_TEXT: dict[str, tuple[str, str]] = {
+    "consent_recorded": ("Consent recorded", "Toestemming vastgelegd"),
+    "consent_withdrawn": ("Consent withdrawn", "Toestemming ingetrokken"),
+}
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class AgencyRef(_Out):
+    oin: str | None
+    name: str | None = Field(description="The registered name; null if not registered")
+
+
+class LegalBasisRef(_Out):
+    id: str
+    citation: str = Field(description="Law and article, e.g. 'Wet politiegegevens art. 20'")
+
+
+class AgreementRef(_Out):
+    id: str | None
+    version: str | None = None
+
+
+class SubjectAccessEntry(_Out):
+    seq: int = Field(description="Index of the audit entry (leaf of the verifiable log)")
+    time: datetime
+    kind: str = Field(description="decision, consent_recorded or consent_withdrawn")
+    concerns: Concerns = Field(description="The person, or the person's household")
+    exchange_id: str | None = None
+    requester: AgencyRef | None = Field(default=None, description="The requesting agency")
+    provider: AgencyRef | None = Field(default=None, description="The providing agency")
+    purpose: str | None = None
+    agreement: AgreementRef | None = None
+    element: str | None = None
+    element_name: str | None = Field(default=None, description="Dutch name from the catalogue")
+    outcome: str | None = None
+    reason: str | None = Field(default=None, description="The reason code")
+    reason_text: str = Field(description="The reason in plain words (English)")
+    reason_text_nl: str = Field(description="The reason in plain words (Dutch)")
+    legal_basis: list[LegalBasisRef] = Field(default_factory=list)
+    consent_id: str | None = None
+    acute_declaration_id: str | None = None
+    released: bool = Field(description="Whether data were released (from the release entry)")
+    release_status: str | None = Field(
+        default=None, description="released, not_found, unavailable or timeout; null if denied"
+    )
+
+
+class SubjectAccessReport(_Out):
+    generated_at: datetime
+    since: datetime | None = None
+    until: datetime | None = None
+    household_included: bool = Field(description="Whether the household's records were looked up")
+    entry_count: int
+    entries: list[SubjectAccessEntry]
+
+
+def check_bsn(bsn: str) -> str:
+    if not is_valid_bsn(bsn):
+        raise InvalidRequest(
+            "Not a valid BSN (9 digits passing the 11-check)",
+            field="bsn",
+            code=ErrorCode.INVALID_BSN,
+        )
+    return bsn
+
+
+class SubjectAccessService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        audit: AuditWriter,
+        pseudonymizer: Pseudonymizer,
+        register: SubjectRegister,
+        reference: Callable[[], ReferenceData],
+        privacy_officers: frozenset[str],
+        clock: Clock = system_clock,
+    ) -> None:
+        self._db = db
+        self._audit = audit
+        self._pseudo = pseudonymizer
+        self._register = register
+        self._reference = reference
+        self._privacy_officers = privacy_officers
+        self._clock = clock
+
+    def require_officer(self, actor_oin: str) -> None:
+        if actor_oin not in self._privacy_officers:
+            raise Forbidden(
+                "Only privacy officers (BROKER_PRIVACY_OFFICERS) produce subject-access reports",
+                code=ErrorCode.NOT_A_PRIVACY_OFFICER,
+            )
+
+    async def generate(
+        self,
+        bsn: str,
+        *,
+        officer_oin: str | None,
+        channel: Literal["api", "cli"],
+        since: datetime | None = None,
+        until: datetime | None = None,
+        output_format: str = "json",
+        request_id: str | None = None,
+    ) -> SubjectAccessReport:
+        """A report for a privacy officer (API: required), audited before it is returned."""
+        if channel == "api" or officer_oin is not None:
+            self.require_officer(officer_oin or "")
+        check_bsn(bsn)
+        report = await self.report(bsn, since=since, until=until)
+        key = self._pseudo.person(bsn)
+        await self._audit.append(
+            [
+                AuditRecord(
+                    kind=REPORT_KIND,
+                    body={
+                        "request_id": request_id,
+                        "subject": key,
+                        "requested_by": officer_oin,
+                        "channel": channel,
+                        "format": output_format,
+                        "entries": report.entry_count,
+                        "household_included": report.household_included,
+                        "since": since.isoformat() if since else None,
+                        "until": until.isoformat() if until else None,
+                    },
+                    subject_key=key,
+                )
+            ]
+        )
+        log.info("subject_access.report", entries=report.entry_count, channel=channel)
+        return report
+
+    async def report(
+        self, bsn: str, *, since: datetime | None = None, until: datetime | None = None
+    ) -> SubjectAccessReport:
+        """Every decision (and consent event) concerning the person and the person's household."""
+        check_bsn(bsn)
+        if since is not None and until is not None and since > until:
+            raise InvalidRequest("since is after until", field="since", code=ErrorCode.INVALID_TIME)
+        now = self._clock()
+        keys: dict[str, Concerns] = {self._pseudo.person(bsn): "person"}
+        record = (await self._register.lookup([bsn])).get(bsn)
+        if record is not None and record.household_id:
+            keys[self._pseudo.household(record.household_id)] = "household"
+        # The exchange's key when the register knew no household for the person.
+        keys[self._pseudo.household(f"of:{bsn}")] = "household"
+
+        stmt = select(
+            AuditEntry.seq,
+            AuditEntry.created_at,
+            AuditEntry.kind,
+            AuditEntry.exchange_id,
+            AuditEntry.subject_key,
+            AuditEntry.entry,
+        ).where(AuditEntry.subject_key.in_(list(keys)), AuditEntry.kind.in_(LISTED_KINDS))
+        if since is not None:
+            stmt = stmt.where(AuditEntry.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(AuditEntry.created_at < until)
+        async with self._db.session() as session:
+            rows = (await session.execute(stmt.order_by(AuditEntry.seq))).all()
+            bodies = [(r, orjson.loads(r.entry)) for r in rows]
+            exchange_ids = sorted({r.exchange_id for r, _ in bodies if r.exchange_id})
+            releases = await self._releases(session, exchange_ids)
+            oins = {
+                o
+                for _, b in bodies
+                for o in (b.get("requester"), b.get("provider"), b.get("recorded_by"))
+                if isinstance(o, str)
+            }
+            names = await self._names(session, oins)
+
+        reference = self._reference()
+        entries = [
+            self._entry(
+                row,
+                body,
+                concerns=keys[row.subject_key],
+                releases=releases,
+                names=names,
+                reference=reference,
+            )
+            for row, body in bodies
+        ]
+        return SubjectAccessReport(
+            generated_at=now.astimezone(UTC),
+            since=since,
+            until=until,
+            household_included=record is not None and bool(record.household_id),
+            entry_count=len(entries),
+            entries=entries,
+        )
+
+    @staticmethod
+    async def _releases(session: Any, exchange_ids: list[str]) -> dict[tuple[str, str, str], str]:
+        """(exchange, subject key, element) -> release status, from the release entries."""
+        out: dict[tuple[str, str, str], str] = {}
+        for start in range(0, len(exchange_ids), 500):
+            chunk = exchange_ids[start : start + 500]
+            stmt = select(AuditEntry.exchange_id, AuditEntry.entry).where(
+                AuditEntry.exchange_id.in_(chunk), AuditEntry.kind == "release"
+            )
+            for exchange_id, text in (await session.execute(stmt)).all():
+                for item in orjson.loads(text).get("items") or ():
+                    out[(exchange_id, str(item.get("subject")), str(item.get("element")))] = str(
+                        item.get("status")
+                    )
+        return out
+
+    @staticmethod
+    async def _names(session: Any, oins: Iterable[str]) -> dict[str, str]:
+        wanted = sorted(oins)
+        if not wanted:
+            return {}
+        stmt = select(Agency.oin, Agency.name).where(Agency.oin.in_(wanted))
+        return {str(oin): str(name) for oin, name in (await session.execute(stmt)).all()}
+
+    @staticmethod
+    def _entry(
+        row: Any,
+        body: dict[str, Any],
+        *,
+        concerns: Concerns,
+        releases: dict[tuple[str, str, str], str],
+        names: dict[str, str],
+        reference: ReferenceData,
+    ) -> SubjectAccessEntry:
+        def agency(oin: Any) -> AgencyRef | None:
+            return AgencyRef(oin=oin, name=names.get(oin)) if isinstance(oin, str) else None
+
+        created = row.created_at
+        time = created if created.tzinfo else created.replace(tzinfo=UTC)
+        if row.kind != "decision":
+            en, nl = KIND_TEXT.get(row.kind, (row.kind, row.kind))
+            agreement = body.get("agreement")
+            return SubjectAccessEntry(
+                seq=row.seq,
+                time=time,
+                kind=row.kind,
+                concerns=concerns,
+                requester=agency(body.get("recorded_by")),
+                purpose=body.get("purpose"),
+                agreement=AgreementRef(id=agreement) if isinstance(agreement, str) else None,
+                reason_text=en,
+                reason_text_nl=nl,
+                consent_id=body.get("consent_id"),
+                released=False,
+            )
+        agreement_body = body.get("agreement") or {}
+        element = body.get("element")
+        catalogue = reference.elements.get(element) if isinstance(element, str) else None
+        reason = body.get("reason")
+        en, nl = REASONS.get(str(reason), (str(reason), str(reason)))
+        bases = reference.legal_bases
+        status = releases.get((row.exchange_id or "", row.subject_key, str(element)))
+        return SubjectAccessEntry(
+            seq=row.seq,
+            time=time,
+            kind=row.kind,
+            concerns=concerns,
+            exchange_id=row.exchange_id,
+            requester=agency(body.get("requester")),
+            provider=agency(body.get("provider")),
+            purpose=body.get("purpose"),
+            agreement=AgreementRef(
+                id=agreement_body.get("id"), version=agreement_body.get("version")
+            ),
+            element=element,
+            element_name=catalogue.name_nl if catalogue else None,
+            outcome=body.get("outcome"),
+            reason=reason,
+            reason_text=en,
+            reason_text_nl=nl,
+            legal_basis=[
+                LegalBasisRef(id=b, citation=bases[b].citation if b in bases else b)
+                for b in body.get("legal_basis") or ()
+            ],
+            consent_id=body.get("consent_id"),
+            acute_declaration_id=body.get("acute_declaration_id"),
+            released=status == "released",
+            release_status=status,
+        )

@@ -1,0 +1,139 @@
+"""Signed release receipts: what the broker decided and released, per exchange.
+
+A receipt is a JWS (RFC 7515) in compact serialisation, signed with the broker's
+active Ed25519 key (``alg`` EdDSA, RFC 8037), with the protected header
+``{"alg": "EdDSA", "kid": <key id in /oauth/jwks>, "typ": "release-receipt+jws"}``.
+Its payload is the canonical JSON (RFC 8785) of the document ``receipt_payload``
+builds: the exchange, the agreement and policy bundle that decided it, one entry
+per element x subject (pseudonymised subject keys only, never a BSN), and the
+audit leaf indices of the exchange's entries with the tree size right after
+them, so an inclusion proof can be fetched and checked against a checkpoint.
+
+Receipts are issued after the audit commit and cost one Ed25519 signature: no
+database round trip. ``audit/verifier.py`` (``verify_receipt``) checks them
+offline; any JOSE library that supports EdDSA does too. See docs/receipts.md.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from broker.core.canonical import canonical_json
+from broker.core.types import Decision, ItemStatus
+from broker.crypto.keys import BrokerKeyring
+
+RECEIPT_VERSION = 1
+RECEIPT_TYPE = "release-receipt+jws"
+RECEIPT_ALG = "EdDSA"
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def receipt_payload(
+    *,
+    exchange_id: str,
+    request_id: str,
+    issued_at: datetime,
+    requester_oin: str,
+    requester_party: str,
+    provider_oin: str,
+    provider_party: str,
+    purpose_id: str,
+    decision: Decision,
+    statuses: Sequence[ItemStatus],
+    leaf_indices: Sequence[int],
+    log_origin: str,
+) -> dict[str, Any]:
+    """The receipt document of one exchange. ``decision.items`` carry the
+    pseudonymised subject keys the policy engine saw; ``statuses`` are in the
+    same order. ``leaf_indices`` are the exchange's audit entries (contiguous,
+    one commit): the tree of ``max + 1`` entries is the one right after them."""
+    if not leaf_indices:
+        raise ValueError("a receipt cites at least one audit entry")
+    return {
+        "v": RECEIPT_VERSION,
+        "exchange_id": exchange_id,
+        "decision_id": decision.decision_id,
+        "request_id": request_id,
+        "issued_at": issued_at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "requester": {"oin": requester_oin, "party": requester_party},
+        "provider": {"oin": provider_oin, "party": provider_party},
+        "purpose_id": purpose_id,
+        "agreement": {
+            "id": decision.agreement_id,
+            "version": decision.agreement_version,
+            "content_hash": decision.agreement_hash,
+        },
+        "policy_bundle": decision.bundle_hash,
+        "response_form": decision.obligations.response_form.value,
+        "items": [
+            {
+                "element": d.element,
+                "subject_key": d.subject,
+                "outcome": d.outcome.value,
+                "reason": d.reason.value,
+                "legal_basis_ids": list(d.legal_basis_ids),
+                "consent_id": d.consent_id,
+                "acute_declaration_id": d.acute_declaration_id,
+                "status": status.value,
+            }
+            for d, status in zip(decision.items, statuses, strict=True)
+        ],
+        "audit": {
+            "log_origin": log_origin,
+            "leaf_indices": list(leaf_indices),
+            "tree_size": max(leaf_indices) + 1,
+        },
+    }
+
+
+def sign_receipt(keyring: BrokerKeyring, payload: dict[str, Any]) -> str:
+    """The compact JWS of ``payload`` (canonical JSON) by the keyring's active key."""
+    header = {"alg": RECEIPT_ALG, "kid": keyring.active_kid, "typ": RECEIPT_TYPE}
+    signing_input = _b64u(canonical_json(header)) + "." + _b64u(canonical_json(payload))
+    signature = keyring.sign_raw(signing_input.encode("ascii"))
+    return signing_input + "." + _b64u(signature)
+
+
+class ReceiptSigner:
+    """Issues receipts with the broker's keyring, naming the audit log's origin."""
+
+    def __init__(self, keyring: BrokerKeyring, log_origin: str) -> None:
+        self._keyring = keyring
+        self.log_origin = log_origin
+
+    def issue(
+        self,
+        *,
+        exchange_id: str,
+        request_id: str,
+        issued_at: datetime,
+        requester_oin: str,
+        requester_party: str,
+        provider_oin: str,
+        provider_party: str,
+        purpose_id: str,
+        decision: Decision,
+        statuses: Sequence[ItemStatus],
+        leaf_indices: Sequence[int],
+    ) -> str:
+        payload = receipt_payload(
+            exchange_id=exchange_id,
+            request_id=request_id,
+            issued_at=issued_at,
+            requester_oin=requester_oin,
+            requester_party=requester_party,
+            provider_oin=provider_oin,
+            provider_party=provider_party,
+            purpose_id=purpose_id,
+            decision=decision,
+            statuses=statuses,
+            leaf_indices=leaf_indices,
+            log_origin=self.log_origin,
+        )
+        return sign_receipt(self._keyring, payload)
