@@ -2,15 +2,18 @@
 factory, a per-endpoint circuit breaker with counters, exponential backoff with jitter, the
 retryable/fatal error split and a size-limited body reader.
 
-Same semantics as :mod:`adapters.partner_api.adapter` (which keeps its own copy for now).
-Nothing personal is ever logged here: only endpoints, reasons and counts.
+Used by :mod:`adapters.partner_api`, :mod:`adapters.healthcare` and (stats only)
+:mod:`adapters.brp`. Per endpoint it also keeps latency percentiles over a bounded window of
+recent calls (:class:`LatencyWindow`). Nothing personal is ever logged here: only endpoints,
+reasons and counts.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -22,6 +25,7 @@ __all__ = [
     "CircuitBreakers",
     "EndpointState",
     "FatalError",
+    "LatencyWindow",
     "Outcome",
     "RetryableError",
     "backoff_delay",
@@ -46,6 +50,42 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"
 
 
+class LatencyWindow:
+    """Latencies of the last ``size`` calls in a fixed ring buffer, with nearest-rank
+    percentiles in milliseconds (``None`` while empty)."""
+
+    __slots__ = ("_buf", "_count", "_next", "_size")
+
+    def __init__(self, size: int = 1000) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self._size = size
+        self._buf: list[float] = [0.0] * size
+        self._next = 0
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, seconds: float) -> None:
+        self._buf[self._next] = max(0.0, seconds)
+        self._next = (self._next + 1) % self._size
+        self._count = min(self._count + 1, self._size)
+
+    def percentiles(self, *qs: float) -> list[float | None]:
+        """Nearest-rank percentiles (``q`` in (0, 100]) of the window, in milliseconds."""
+        if self._count == 0:
+            return [None for _ in qs]
+        ordered = sorted(self._buf[: self._count])
+        out: list[float | None] = []
+        for q in qs:
+            if not 0 < q <= 100:
+                raise ValueError("percentile must be in (0, 100]")
+            rank = max(1, math.ceil(q / 100 * len(ordered)))
+            out.append(round(ordered[rank - 1] * 1000, 3))
+        return out
+
+
 @dataclass(slots=True)
 class EndpointState:
     state: BreakerState = BreakerState.CLOSED
@@ -59,8 +99,11 @@ class EndpointState:
     failures: int = 0
     timeouts: int = 0
     short_circuited: int = 0
+    dropped_unrequested: int = 0
+    latency: LatencyWindow = field(default_factory=LatencyWindow)
 
     def snapshot(self) -> dict[str, Any]:
+        p50, p95, p99 = self.latency.percentiles(50, 95, 99)
         return {
             "state": self.state.value,
             "consecutive_failures": self.consecutive_failures,
@@ -71,6 +114,10 @@ class EndpointState:
             "failures": self.failures,
             "timeouts": self.timeouts,
             "short_circuited": self.short_circuited,
+            "dropped_unrequested": self.dropped_unrequested,
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "p99_ms": p99,
         }
 
 
@@ -130,8 +177,18 @@ class CircuitBreakers:
             st.probe_in_flight = True
         return True
 
-    def record(self, endpoint: str, st: EndpointState, outcome: Outcome) -> None:
+    def record(
+        self,
+        endpoint: str,
+        st: EndpointState,
+        outcome: Outcome,
+        elapsed: float | None = None,
+    ) -> None:
+        """Counts a finished call (``elapsed`` seconds, if given, goes into the latency
+        window) and moves the breaker."""
         st.probe_in_flight = False
+        if elapsed is not None:
+            st.latency.add(elapsed)
         if outcome is Outcome.OK:
             st.successes += 1
             if st.state is not BreakerState.CLOSED:

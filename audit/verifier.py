@@ -10,7 +10,11 @@ Copy this one file: it needs only the Python standard library and
 * a signed release receipt (``verify_receipt``): a JWS compact token, EdDSA
   (Ed25519), checked with the broker's public JWK or JWKS (``/oauth/jwks``);
   it returns the payload, whose ``audit`` object names the leaf indices and the
-  tree size to ask inclusion proofs for (docs/receipts.md).
+  tree size to ask inclusion proofs for (docs/receipts.md),
+* a witness cosignature (C2SP tlog-cosignature, ``cosignature/v1``) by an
+  agency over a checkpoint (``verify_cosignature``),
+* fork evidence (``prove_fork``): two checkpoints signed by the broker that no
+  single append-only log can have produced.
 
 Hashes are raw 32-byte SHA-256 digests; the broker's JSON and checkpoints carry
 them base64-encoded (standard alphabet, padded). A leaf hash is
@@ -37,21 +41,30 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = [
+    "COSIGNATURE_TYPE",
     "RECEIPT_TYPE",
     "RECEIPT_VERSIONS",
     "Checkpoint",
+    "Cosignature",
+    "ForkEvidence",
     "VerificationError",
+    "cosignature_key_id",
+    "cosigned_message",
     "key_id",
     "leaf_hash",
     "node_hash",
+    "parse_checkpoint_body",
     "parse_verifier_key",
+    "prove_fork",
     "verify_checkpoint",
     "verify_consistency",
+    "verify_cosignature",
     "verify_inclusion",
     "verify_receipt",
 ]
 
 ED25519_SIGNATURE_TYPE = 0x01
+COSIGNATURE_TYPE = 0x04  # C2SP tlog-cosignature: cosignature/v1, Ed25519
 _DASH = "\u2014 "  # EM DASH and a space open every signature line
 RECEIPT_TYPE = "release-receipt+jws"
 RECEIPT_VERSIONS = frozenset({1})
@@ -151,6 +164,168 @@ def verify_checkpoint(text: str | bytes, *, key_name: str, public_key: bytes) ->
     if len(root) != 32:
         raise VerificationError("the root hash is not 32 bytes")
     return Checkpoint(origin, int(size_text), root, tuple(extensions))
+
+
+def _split_note(text: str | bytes) -> tuple[str, list[tuple[str, bytes]]]:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise VerificationError("the note is not UTF-8") from exc
+    body, sep, signatures = text.rpartition("\n\n")
+    if not sep or not signatures.endswith("\n"):
+        raise VerificationError("not a signed note")
+    out = []
+    for line in signatures[:-1].split("\n"):
+        if not line.startswith(_DASH):
+            raise VerificationError("malformed signature line")
+        name, _, sig_b64 = line[len(_DASH) :].partition(" ")
+        out.append((name, _b64(sig_b64)))
+    return body + "\n", out
+
+
+def _parse_body(body: str) -> Checkpoint:
+    lines = body[:-1].split("\n")
+    if len(lines) < 3:
+        raise VerificationError("a checkpoint has an origin, a size and a root hash")
+    origin, size_text, root_b64, *extensions = lines
+    if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+        raise VerificationError("malformed tree size")
+    root = _b64(root_b64)
+    if len(root) != 32:
+        raise VerificationError("the root hash is not 32 bytes")
+    return Checkpoint(origin, int(size_text), root, tuple(extensions))
+
+
+def parse_checkpoint_body(body: str) -> Checkpoint:
+    """Parses an unsigned checkpoint body (``origin\\nsize\\nroot\\n``)."""
+    if not body.endswith("\n") or "\n\n" in body:
+        raise VerificationError("a checkpoint body is newline-terminated lines, no blank line")
+    return _parse_body(body)
+
+
+@dataclass(frozen=True, slots=True)
+class Cosignature:
+    checkpoint: Checkpoint
+    timestamp: int  # seconds since the Unix epoch, as the witness signed it
+
+
+def cosignature_key_id(key_name: str, public_key: bytes) -> bytes:
+    """The key ID of a cosignature/v1 (Ed25519) witness key: the first 4 bytes
+    of SHA-256(key name || 0x0A || 0x04 || public key)."""
+    return hashlib.sha256(
+        key_name.encode("utf-8") + b"\n" + bytes([COSIGNATURE_TYPE]) + public_key
+    ).digest()[:4]
+
+
+def cosigned_message(body: str, timestamp: int) -> bytes:
+    """What a cosignature/v1 signs: ``cosignature/v1\\ntime <t>\\n`` + the checkpoint body."""
+    if not 0 <= timestamp < 2**63:
+        raise VerificationError("timestamp out of range")
+    return f"cosignature/v1\ntime {timestamp}\n{body}".encode()
+
+
+def verify_cosignature(text: str | bytes, *, key_name: str, public_key: bytes) -> Cosignature:
+    """Checks that the note carries a valid cosignature/v1 by the witness
+    ``key_name`` (signature line ``— <name> base64(key id || 8-byte big-endian
+    timestamp || Ed25519 signature)``) and returns the checkpoint and time."""
+    body, signatures = _split_note(text)
+    wanted = cosignature_key_id(key_name, public_key)
+    verifier = Ed25519PublicKey.from_public_bytes(public_key)
+    for name, blob in signatures:
+        if name != key_name or len(blob) != 4 + 8 + 64 or blob[:4] != wanted:
+            continue
+        timestamp = int.from_bytes(blob[4:12], "big")
+        try:
+            verifier.verify(blob[12:], cosigned_message(body, timestamp))
+        except InvalidSignature as exc:
+            raise VerificationError(f"the cosignature by {key_name} is invalid") from exc
+        return Cosignature(_parse_body(body), timestamp)
+    raise VerificationError(f"no cosignature by {key_name}")
+
+
+@dataclass(frozen=True, slots=True)
+class ForkEvidence:
+    """Two checkpoints, both signed by the broker, that cannot both be heads of
+    one append-only log. ``prefix_root`` is the root the newer tree has at the
+    older size (shown by ``proof``); it differs from ``older.root_hash``."""
+
+    older: Checkpoint
+    newer: Checkpoint
+    prefix_root: bytes
+    proof: tuple[bytes, ...]
+
+
+def prove_fork(
+    note_a: str | bytes,
+    note_b: str | bytes,
+    proof: Sequence[bytes] = (),
+    *,
+    key_name: str,
+    public_key: bytes,
+    prefix_root: bytes | None = None,
+) -> ForkEvidence:
+    """Returns evidence that the broker signed inconsistent heads, or raises
+    VerificationError when it did not (or the evidence is not conclusive).
+
+    Both notes must verify as checkpoints by ``key_name``. Equal sizes with
+    different roots are a fork on their own. Otherwise ``proof`` is an RFC 9162
+    consistency proof from the smaller to the larger size that verifies
+    against the larger checkpoint's root and the root ``prefix_root`` (the
+    ``from_root`` of GET /v1/audit/proof/consistency; it may be omitted unless
+    the smaller size is a power of two): the larger tree then provably starts
+    with ``prefix_root``, and if that is not the smaller checkpoint's root the
+    broker has signed two histories."""
+    a = verify_checkpoint(note_a, key_name=key_name, public_key=public_key)
+    b = verify_checkpoint(note_b, key_name=key_name, public_key=public_key)
+    if a.origin != b.origin:
+        raise VerificationError("the checkpoints are for different logs")
+    older, newer = (a, b) if a.size <= b.size else (b, a)
+    if older.size == newer.size:
+        if older.root_hash == newer.root_hash:
+            raise VerificationError("the checkpoints are consistent: no fork")
+        return ForkEvidence(older, newer, newer.root_hash, ())
+    if older.size == 0:
+        raise VerificationError("every tree extends the empty tree: no fork")
+    if prefix_root is None:
+        if older.size & (older.size - 1) == 0:
+            raise VerificationError("give prefix_root: the older size is a power of two")
+        prefix_root = _prefix_root(older.size, newer.size, proof)
+    try:
+        verify_consistency(older.size, newer.size, prefix_root, newer.root_hash, proof)
+    except VerificationError as exc:
+        raise VerificationError(
+            f"the consistency proof does not verify against the newer checkpoint ({exc}): "
+            "no evidence (a broker that cannot prove consistency is suspect, but this "
+            "proof proves nothing)"
+        ) from exc
+    if prefix_root == older.root_hash:
+        raise VerificationError("the checkpoints are consistent: no fork")
+    return ForkEvidence(older, newer, prefix_root, tuple(proof))
+
+
+def _prefix_root(old_size: int, new_size: int, proof: Sequence[bytes]) -> bytes:
+    """The old-size root an RFC 9162 consistency proof implies (old size not a
+    power of two; the proof is checked against the new root afterwards)."""
+    if not proof:
+        raise VerificationError("the consistency proof is empty")
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = proof[0]
+    for c in proof[1:]:
+        if sn == 0:
+            raise VerificationError("the consistency proof is too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        fn >>= 1
+        sn >>= 1
+    return fr
 
 
 def verify_inclusion(

@@ -217,6 +217,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     from broker.consent.api import router as consent_router
     from broker.exchange.api import router as exchange_router
     from broker.health import router as health_router
+    from broker.operations.api import router as operations_router
     from broker.security.api import router as security_router
     from broker.subject_access.api import router as subject_access_router
     from broker.transparency.api import router as transparency_router
@@ -241,6 +242,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.include_router(breakglass_router)
     app.include_router(subject_access_router)
     app.include_router(transparency_router)
+    app.include_router(operations_router)
     app.include_router(health_router)
     app.add_middleware(
         BodyLimit,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import sys
@@ -271,8 +272,17 @@ def audit() -> None:
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Also check this saved checkpoint (from GET /v1/audit/checkpoint) against the log",
 )
-def audit_verify(checkpoint_path: Path | None) -> None:
-    """Recompute the hash chain and the Merkle root; check a signed checkpoint."""
+@click.option(
+    "--require-witnesses",
+    "witnesses",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Fail unless at least N agencies cosigned a checkpoint consistent with the log",
+)
+def audit_verify(checkpoint_path: Path | None, witnesses: int) -> None:
+    """Recompute the hash chain and the Merkle root; check a signed checkpoint and
+    (with --require-witnesses) the agencies' cosignatures."""
     from audit import verifier
     from audit.tree import root_at
     from audit.verify import verify_chain, verify_tree
@@ -301,7 +311,7 @@ def audit_verify(checkpoint_path: Path | None) -> None:
     except verifier.VerificationError as exc:
         raise click.ClickException(f"{checkpoint_path}: {exc}") from exc
 
-    async def go() -> tuple[Any, Any, bytes | None]:
+    async def go() -> tuple[Any, Any, bytes | None, dict[str, int]]:
         database = Database(settings.async_database_url)
         try:
             chain = await verify_chain(database)
@@ -309,15 +319,67 @@ def audit_verify(checkpoint_path: Path | None) -> None:
             saved_root = None
             if saved is not None and saved.size <= tree.size:
                 saved_root = await root_at(database, saved.size)
-            return chain, tree, saved_root
+            cosigners: dict[str, int] = {}
+            if witnesses:
+                cosigners = await _verified_cosigners(database, origin, tree.size, tree.root_hash)
+            return chain, tree, saved_root, cosigners
         finally:
             await database.dispose()
 
-    chain, tree, saved_root = _run(go)
+    chain, tree, saved_root, cosigners = _run(go)
     click.echo(f"audit log verified: {chain.size} entries, head {chain.head_hash}")
     _report_checkpoints(
         keyring, origin, tree.size, tree.root_hash, saved=saved, saved_root=saved_root
     )
+    if witnesses:
+        if len(cosigners) < witnesses:
+            raise click.ClickException(
+                f"only {len(cosigners)} of the {witnesses} required witnesses cosigned a "
+                "checkpoint consistent with this log"
+            )
+        click.echo(
+            f"witnesses verified: {len(cosigners)} agencies cosigned a checkpoint consistent "
+            "with the log (" + ", ".join(f"{o} at size {n}" for o, n in cosigners.items()) + ")"
+        )
+
+
+async def _verified_cosigners(database: Any, origin: str, size: int, root: bytes) -> dict[str, int]:
+    """OIN -> largest cosigned size, for every agency with a cosignature that
+    verifies (stand-alone verifier, its registered key) over a checkpoint of
+    this log consistent (RFC 9162 proof) with the current root."""
+    from audit import verifier
+    from audit.tree import consistency_proof
+    from broker.agencies.service import AgencyDirectory
+    from broker.transparency.witnesses import (
+        cosignature_line,
+        ed25519_public_key,
+        witness_rows,
+    )
+
+    directory = AgencyDirectory(database)
+    out: dict[str, int] = {}
+    for row in await witness_rows(database):
+        agency = await directory.get(row.agency_oin)
+        key = next(
+            (k for k in agency.signing_keys() if k.kid == row.kid) if agency else iter(()), None
+        )
+        public = ed25519_public_key(key.jwk) if key is not None else None
+        if public is None or row.origin != origin or row.tree_size > size:
+            continue
+        cp_root = bytes.fromhex(row.root_hash)
+        body = f"{origin}\n{row.tree_size}\n{base64.b64encode(cp_root).decode('ascii')}\n"
+        note = body + "\n" + cosignature_line(row.agency_oin, row.signature)
+        try:
+            cp = verifier.verify_cosignature(note, key_name=row.agency_oin, public_key=public)
+            proof = await consistency_proof(database, cp.checkpoint.size, size)
+            verifier.verify_consistency(
+                cp.checkpoint.size, size, cp.checkpoint.root_hash, root, proof.hashes
+            )
+        except verifier.VerificationError as exc:
+            click.echo(f"cosignature by {row.agency_oin} at size {row.tree_size}: {exc}", err=True)
+            continue
+        out[row.agency_oin] = max(out.get(row.agency_oin, 0), row.tree_size)
+    return out
 
 
 def _report_checkpoints(

@@ -19,6 +19,7 @@ import aiohttp
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from adapters._http import EndpointState
 from broker.core.bsn import is_valid_bsn
 from broker.core.errors import RegisterUnavailable
 from broker.core.protocols import PersonRecord
@@ -115,6 +116,7 @@ class BrpRegister:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
+        self._stats = EndpointState()
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -136,6 +138,14 @@ class BrpRegister:
     async def __aexit__(self, *_exc: object) -> None:
         await self.aclose()
 
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Call counters and latency percentiles of the register endpoint (no personal data).
+
+        The client has no circuit breaker: ``state`` is always ``"none"``."""
+        snap = self._stats.snapshot()
+        snap["state"] = "none"
+        return {self._url: snap}
+
     async def lookup(self, bsns: Sequence[str]) -> dict[str, PersonRecord]:
         """Persons by BSN; BSNs the register does not know are absent from the result.
 
@@ -151,11 +161,31 @@ class BrpRegister:
         return merged
 
     async def _lookup_batch(self, batch: list[str]) -> dict[str, PersonRecord]:
+        st = self._stats
+        st.calls += 1
+        started = self._clock()
+        try:
+            result = await self._try_batch(batch)
+        except RegisterUnavailable as exc:
+            st.latency.add(self._clock() - started)
+            st.consecutive_failures += 1
+            if isinstance(exc.__cause__, TimeoutError):
+                st.timeouts += 1
+            else:
+                st.failures += 1
+            raise
+        st.latency.add(self._clock() - started)
+        st.successes += 1
+        st.consecutive_failures = 0
+        return result
+
+    async def _try_batch(self, batch: list[str]) -> dict[str, PersonRecord]:
         body = {"type": QUERY_TYPE, "burgerservicenummer": batch, "fields": list(FIELDS)}
         deadline = self._clock() + self._timeout
         attempt = 0
         while True:
             attempt += 1
+            self._stats.attempts += 1
             remaining = deadline - self._clock()
             reason: str
             try:
@@ -185,6 +215,7 @@ class BrpRegister:
             )
             if give_up:
                 raise RegisterUnavailable()
+            self._stats.retries += 1
             await asyncio.sleep(delay)
 
     async def _post(self, body: dict[str, Any]) -> tuple[bytes, int]:

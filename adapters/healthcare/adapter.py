@@ -365,7 +365,8 @@ class FhirAdapter:
         await self.aclose()
 
     def health(self) -> dict[str, dict[str, Any]]:
-        """Circuit state and call counters per endpoint (no personal data)."""
+        """Circuit state, call counters and latency percentiles per endpoint (no personal
+        data)."""
         return self._breakers.health()
 
     # ------------------------------------------------------------------ fetch
@@ -412,7 +413,8 @@ class FhirAdapter:
             )
             _fill(items, results, ItemStatus.UNAVAILABLE)
             return
-        call = _Call(endpoint, request, st, self._clock() + self._timeout)
+        started = self._clock()
+        call = _Call(endpoint, request, st, started + self._timeout)
         by_bsn: dict[str, list[FetchItem]] = {}
         for item in items:
             by_bsn.setdefault(item.bsn, []).append(item)
@@ -450,7 +452,7 @@ class FhirAdapter:
                 request_id=request.request_id,
                 searches=call.invalid,
             )
-        self._breakers.record(endpoint, st, outcome)
+        self._breakers.record(endpoint, st, outcome, self._clock() - started)
 
     async def _subject(
         self, call: _Call, bsn: str, items: list[FetchItem], results: dict[_Key, FetchedItem]

@@ -69,6 +69,11 @@ class PartnerAdapter(Protocol):
 
     async def fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]: ...
 
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Per endpoint: circuit ``state``, ``calls``, ``failures``, ``timeouts`` and
+        ``p50_ms``/``p95_ms``/``p99_ms`` over recent calls. Never personal data."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

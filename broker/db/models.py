@@ -10,6 +10,7 @@ from broker.consent import models as consent_models
 from broker.db.base import Base
 from broker.exchange import models as exchange_models
 from broker.security import models as security_models
+from broker.transparency import models as transparency_models
 
 __all__ = [
     "Base",
@@ -20,4 +21,5 @@ __all__ = [
     "consent_models",
     "exchange_models",
     "security_models",
+    "transparency_models",
 ]

@@ -12,19 +12,27 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, Field
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 
 from audit.tree import consistency_proof, inclusion_proof
-from broker.deps import ServicesDep
+from broker.core.errors import Forbidden
+from broker.deps import CurrentAgency, ServicesDep, require_json
 from broker.exchange.schemas import Problem
+from broker.transparency.witnesses import WitnessService
 
 router = APIRouter(prefix="/v1/audit", tags=["audit transparency"])
 
 MAX_SIZE = 2**62
 
 _DESCRIPTIONS = {
+    401: "Missing or invalid access token",
+    403: "kid names no registered Ed25519 signing key, or the cosignature does not verify",
+    404: "No checkpoint has that many cosignatures yet",
+    409: "This agency cosigned a checkpoint of this size already",
+    415: "Request body is not application/json",
     422: "Invalid or out-of-range parameters (field names the fault)",
     503: "Database unavailable",
 }
@@ -128,4 +136,86 @@ async def consistency(
         from_root=_b64(proof.old_root),
         to_root=_b64(proof.new_root),
         hashes=[_b64(h) for h in proof.hashes],
+    )
+
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from /oauth/token")
+
+
+def _witnesses(services: ServicesDep) -> WitnessService:
+    return WitnessService(
+        services.db, services.audit, services.keyring, services.settings.log_origin
+    )
+
+
+class CosignatureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str = Field(
+        max_length=1024,
+        description="The checkpoint body the agency verified (origin, size and root lines, "
+        "each ending in a newline); a whole signed note is accepted, its signatures ignored",
+    )
+    kid: str = Field(max_length=128, description="The registered Ed25519 signing key used")
+    signature: str = Field(
+        max_length=128,
+        description="C2SP tlog-cosignature (cosignature/v1): base64(key id || 8-byte big-endian "
+        "Unix time || Ed25519 signature over 'cosignature/v1\\ntime <time>\\n' + body); "
+        "key id = SHA-256(OIN || 0x0A || 0x04 || public key)[:4]",
+    )
+
+
+class CosignatureOut(BaseModel):
+    tree_size: int
+    root_hash: Hash
+    agency: str = Field(description="The cosigning agency's OIN (the signature line's name)")
+    timestamp: int = Field(description="The cosignature's time, Unix seconds")
+
+
+@router.post(
+    "/checkpoint/cosignatures",
+    status_code=201,
+    response_model=CosignatureOut,
+    responses=_problems(401, 403, 409, 415, 422),
+    dependencies=[Depends(require_json), Depends(_bearer)],
+    summary="Cosign a checkpoint as a witness (C2SP tlog-cosignature, agency's Ed25519 key)",
+)
+async def cosign(
+    body: CosignatureIn, principal: CurrentAgency, services: ServicesDep
+) -> CosignatureOut:
+    agency = await services.directory.get(principal.oin)
+    if agency is None:
+        raise Forbidden("The agency is not registered")
+    stored = await _witnesses(services).submit(
+        agency=agency, checkpoint=body.checkpoint, kid=body.kid, signature=body.signature
+    )
+    return CosignatureOut(
+        tree_size=stored.tree_size,
+        root_hash=_b64(stored.root_hash),
+        agency=stored.agency_oin,
+        timestamp=stored.timestamp,
+    )
+
+
+@router.get(
+    "/checkpoint/cosigned",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "The newest checkpoint cosigned by at least `witnesses` agencies: "
+            "the broker-signed note with one cosignature/v1 line per cosigning agency",
+        },
+        **_problems(404, 422),
+    },
+    summary="The newest checkpoint vouched for by witnesses (public)",
+)
+async def cosigned_checkpoint(
+    services: ServicesDep, witnesses: Annotated[int, Query(ge=1, le=10_000)] = 1
+) -> PlainTextResponse:
+    text = await _witnesses(services).cosigned(witnesses)
+    return PlainTextResponse(
+        text,
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-store", "X-Verifier-Key": services.checkpoints.verifier_key},
     )

@@ -1,0 +1,1 @@
+"""Operational endpoints: adapter and register health for the people running the broker."""
