@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 import psycopg
 
+from adapters.simulators.runner import spawn_process
 from broker.db.migrate import upgrade
 from broker.partner_kit import PartnerClient
 from broker.settings import PROJECT_ROOT, Settings
@@ -53,29 +54,7 @@ REQUEST = {
 
 
 def start_simulators(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    ready = tmp / "sim.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "adapters.simulators",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--base-port",
-            "0",
-            "--ready-file",
-            str(ready),
-        ],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("simulators did not start")
-        time.sleep(0.05)
-    return proc, json.loads(ready.read_text())
+    return spawn_process(tmp / "sim.json")
 
 
 def database_for(backend: str, tmp: Path) -> tuple[str, str | None]:

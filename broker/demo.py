@@ -10,13 +10,12 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from adapters.simulators.runner import spawn_process
 from audit.log import AuditWriter
 from broker.agencies.service import AgencyService
 from broker.agreements.service import AgreementService
@@ -98,36 +97,6 @@ SCRIPT: list[tuple[str, str, dict[str, Any]]] = [
 
 def _say(text: str = "") -> None:
     print(text, flush=True)
-
-
-async def _start_simulators(
-    state_dir: Path, base_port: int
-) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    ready = state_dir / "simulators.json"
-    ready.unlink(missing_ok=True)
-    proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-        [
-            sys.executable,
-            "-m",
-            "adapters.simulators",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--base-port",
-            str(base_port),
-            "--ready-file",
-            str(ready),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("the simulated partner systems did not start")
-        await asyncio.sleep(0.1)
-    urls: dict[str, Any] = json.loads(ready.read_text(encoding="utf-8"))
-    return proc, urls
 
 
 async def _register_agencies(
@@ -215,7 +184,7 @@ async def run_demo(*, port: int, sim_port: int, state_dir: Path, once: bool) -> 
         shutil.rmtree(state_dir)
     state_dir.mkdir(parents=True)
     base_url = f"http://127.0.0.1:{port}"
-    proc, urls = await _start_simulators(state_dir, sim_port)
+    proc, urls = spawn_process(state_dir / "simulators.json", base_port=sim_port)
     server: uvicorn.Server | None = None
     serve_task: asyncio.Task[None] | None = None
     try:

@@ -8,8 +8,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -25,6 +23,7 @@ import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
 
+from adapters.simulators.runner import spawn_process
 from broker.agencies.service import AgencyService
 from broker.app import Services, create_app
 from broker.crypto.keys import generate_jwk, public_only
@@ -34,7 +33,7 @@ from broker.db.session import Database
 from broker.demo import DEMO_AGENCIES, sign_agreements
 from broker.partner_kit import PartnerClient
 from broker.reference import ReferenceData
-from broker.settings import PROJECT_ROOT, Settings
+from broker.settings import Settings
 
 PG_ADMIN = os.environ.get("BROKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -104,30 +103,7 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 @pytest.fixture(scope="session")
 def simulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The simulated partner systems and population register, as their own process."""
-    ready = tmp_path_factory.mktemp("sim") / "ready.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "adapters.simulators",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--base-port",
-            "0",
-            "--ready-file",
-            str(ready),
-        ],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("simulators did not start")
-        time.sleep(0.05)
-    urls: dict[str, Any] = json.loads(ready.read_text())
+    proc, urls = spawn_process(tmp_path_factory.mktemp("sim") / "ready.json")
     yield urls
     proc.terminate()
     try:

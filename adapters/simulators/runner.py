@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,3 +187,36 @@ def write_ready_file(path: Path, urls: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def spawn_process(
+    ready: Path, *, base_port: int = 0, timeout: float = 30.0
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Starts ``python -m adapters.simulators serve`` as its own process and waits
+    for its ready file; returns the process and the URLs it wrote. Port 0: the
+    operating system picks free ports."""
+    ready.unlink(missing_ok=True)
+    proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+        [
+            sys.executable,
+            "-m",
+            "adapters.simulators",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--base-port",
+            str(base_port),
+            "--ready-file",
+            str(ready),
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the simulated partner systems did not start")
+        time.sleep(0.05)
+    urls: dict[str, Any] = json.loads(ready.read_text(encoding="utf-8"))
+    return proc, urls
