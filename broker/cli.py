@@ -122,9 +122,9 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.argument("revision", default="head")
+@click.argument("revision", default="heads")
 def db_upgrade(revision: str) -> None:
-    """Apply migrations up to REVISION (default: head)."""
+    """Apply migrations up to REVISION (default: heads)."""
     from broker.db.migrate import upgrade
 
     upgrade(_settings().sync_database_url, revision)
