@@ -7,9 +7,10 @@ preconditions and their Rego code, response form, validity, status, the
 acute-danger clause) or not (titles, descriptions, notes, retention, parties
 list, signatories and other editorial fields).
 
-``diff_command`` (``broker policy diff OLD NEW``) prints the changes and exits
-with 0 when nothing material changed, 1 when something did, and 2 when a folder
-cannot be read or on a usage error.
+``diff_command`` (``broker policy diff OLD NEW``, two folders, or ``broker policy
+diff --agreement ID OLD NEW``, two versions of one agreement in the policy set)
+prints the changes and exits with 0 when nothing material changed, 1 when
+something did, and 2 when a folder cannot be read or on a usage error.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from broker.policy.explain import (
     consent_rule_of,
     default_policy_dir,
     givers_text,
+    load_policies,
     policy_dir_option,
 )
 from broker.policy.loader import Agreement, load_agreement
@@ -464,12 +466,31 @@ def _load(path: Path) -> Agreement:
         raise _ReadError(f"cannot read agreement at {path}: {message}") from exc
 
 
+def _version(policy_dir: Path | None, agreement_id: str, version: str) -> Agreement:
+    try:
+        policy_set = load_policies(policy_dir)
+    except click.ClickException as exc:
+        raise _ReadError(exc.message) from exc
+    agreement = policy_set.version(agreement_id, version)
+    if agreement is None:
+        known = ", ".join(a.version for a in policy_set.versions.get(agreement_id, ())) or "none"
+        raise _ReadError(f"agreement {agreement_id} has no version {version} (versions: {known})")
+    return agreement
+
+
 @click.command("diff")
-@click.argument("old", type=click.Path(path_type=Path, exists=True))
-@click.argument("new", type=click.Path(path_type=Path, exists=True))
+@click.argument("old")
+@click.argument("new")
+@click.option(
+    "--agreement",
+    "agreement_id",
+    default=None,
+    help="OLD and NEW are versions of this agreement in the policy folder, not folders",
+)
 @policy_dir_option
-def diff_command(*, old: Path, new: Path, policy_dir: Path | None) -> None:
-    """Compare two versions of an agreement folder (OLD, NEW).
+def diff_command(*, old: str, new: str, agreement_id: str | None, policy_dir: Path | None) -> None:
+    """Compare two versions of an agreement: two folders OLD and NEW, or with
+    --agreement two version labels (e.g. ``--agreement agr-x 3.0 3.1``).
 
     Lists what the new version newly allows (+) or forbids (-) per purpose,
     recipient and element, and changes (~) in providers, recipients, legal bases,
@@ -479,7 +500,14 @@ def diff_command(*, old: Path, new: Path, policy_dir: Path | None) -> None:
     Exit status: 0 when nothing changes what is allowed, 1 when something does,
     2 when a folder cannot be read.
     """
-    before, after = _load(old), _load(new)
+    if agreement_id is not None:
+        before = _version(policy_dir, agreement_id, old)
+        after = _version(policy_dir, agreement_id, new)
+    else:
+        for given in (old, new):
+            if not Path(given).exists():
+                raise _ReadError(f"cannot read agreement at {given}: no such file or folder")
+        before, after = _load(Path(old)), _load(Path(new))
     try:
         reference: ReferenceData | None = ReferenceData.load(policy_dir or default_policy_dir())
     except (OSError, ValueError, KeyError, TypeError):

@@ -1,18 +1,23 @@
 """Loads the policy set: agreements (YAML + Rego) and the shared Rego library.
 
-An agreement is a folder ``policies/agreements/<id>/`` with ``agreement.yaml``
-(what is allowed: purposes, parties, whitelists, legal bases, consent rule) and
+An agreement version is a folder with ``agreement.yaml`` (what is allowed:
+validity, purposes, parties, whitelists, legal bases, consent rule) and
 ``policy.rego`` (the preconditions and acute-danger evidence, in package
-``agreements.<id with underscores>``). The generic decision procedure lives once
-in ``policies/lib/``. The loader turns the YAML into the data document
-``data.broker.agreements`` that the Rego library reads, and hashes everything
-into a bundle hash that every decision names.
+``agreements.<id>.v<version>``, both with underscores for other characters).
+An agreement with one version may live in ``policies/agreements/<id>/``; several
+versions of one agreement live side by side in ``policies/agreements/<id>/<version>/``,
+each with its own validity window and signatures. The generic decision procedure
+lives once in ``policies/lib/``; for a request it picks the version of the
+agreement whose window covers the request date and that is in force. The loader
+turns the YAML into the data document ``data.broker.agreements[<id>].versions``
+that the Rego library reads, and hashes everything into a bundle hash that every
+decision names.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,23 @@ def rego_package(agreement_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", agreement_id)
 
 
+def version_package(version: str) -> str:
+    """The package segment of an agreement version: ``3.0`` -> ``v3_0``."""
+    return "v" + re.sub(r"[^A-Za-z0-9_]", "_", version)
+
+
+def agreement_package(agreement_id: str, version: str) -> str:
+    """The Rego package of one agreement version's ``policy.rego``."""
+    return f"agreements.{rego_package(agreement_id)}.{version_package(version)}"
+
+
+def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Natural order of version labels: 2.10 after 2.9."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"[.\-_]", version)
+    )
+
+
 def _plain(value: Any) -> Any:
     """YAML values as JSON values (dates become ISO strings)."""
     if isinstance(value, datetime | date):
@@ -70,6 +92,35 @@ class Agreement:
     def purposes(self) -> dict[str, dict[str, Any]]:
         return {p["id"]: p for p in self.source.get("purposes", [])}
 
+    @property
+    def valid_from(self) -> str:
+        return str(self.source.get("valid_from") or "")
+
+    @property
+    def valid_until(self) -> str | None:
+        """The last day of the validity window; None: open-ended."""
+        end = self.source.get("valid_until")
+        return None if end is None else str(end)
+
+    def covers(self, day: date) -> bool:
+        """Whether ``day`` lies inside this version's validity window."""
+        iso = day.isoformat()
+        return self.valid_from <= iso and (self.valid_until is None or iso <= self.valid_until)
+
+    @property
+    def package(self) -> str:
+        return agreement_package(self.id, self.version)
+
+    @property
+    def order(self) -> tuple[str, tuple[tuple[int, int | str], ...]]:
+        """Sort key among the versions of one agreement: window start, then version."""
+        return (self.valid_from, _version_key(self.version))
+
+    @property
+    def subscriptions(self) -> dict[str, dict[str, Any]]:
+        """Event subscriptions by event type (``subscriptions:``, see broker/publications)."""
+        return {s["event_type"]: s for s in self.source.get("subscriptions") or []}
+
     def data_document(self) -> dict[str, Any]:
         doc = dict(self.source)
         purposes: dict[str, Any] = {}
@@ -85,6 +136,7 @@ class Agreement:
             purposes[pid] = purpose
         doc["purposes"] = purposes
         doc["rego_package"] = rego_package(self.id)
+        doc["rego_version"] = version_package(self.version)
         doc["content_hash"] = self.content_hash
         return doc
 
@@ -95,40 +147,107 @@ class PolicySet:
 
     root: Path
     reference: ReferenceData
-    agreements: dict[str, Agreement]
+    # Every version of every agreement, by id; each tuple ordered oldest first.
+    versions: dict[str, tuple[Agreement, ...]]
     library: dict[str, str]  # relative path -> Rego source
     bundle_hash: str
-    # Ids of agreements whose every signatory signed the current content hash.
+    # Content hashes of the versions whose every signatory signed them.
     # None: no signature gating (tools that simulate, test or replay drafts).
     enforced: frozenset[str] | None = None
+    # The latest version of every agreement, by id (derived from ``versions``).
+    agreements: dict[str, Agreement] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "agreements", {a: vs[-1] for a, vs in self.versions.items()})
+
+    def all_versions(self) -> list[Agreement]:
+        """Every version of every agreement, by id and then oldest first."""
+        return [a for versions in self.versions.values() for a in versions]
+
+    def version(self, agreement_id: str, version: str) -> Agreement | None:
+        return next((a for a in self.versions.get(agreement_id, ()) if a.version == version), None)
+
+    def is_enforced(self, agreement: Agreement) -> bool:
+        return self.enforced is None or agreement.content_hash in self.enforced
+
+    def current(self, agreement_id: str, day: date) -> Agreement | None:
+        """The version the decision procedure uses on ``day``: the one in force
+        (active, fully signed, window covering ``day``), else one whose window
+        covers ``day``, else the latest. None for an unknown agreement."""
+        versions = self.versions.get(agreement_id, ())
+        covering = [a for a in versions if a.covers(day)]
+        in_force = [
+            a for a in covering if a.source.get("status") == "active" and self.is_enforced(a)
+        ]
+        for candidates in (in_force, covering, list(versions)):
+            if candidates:
+                return candidates[-1]
+        return None
+
+    def select(self, agreement_id: str, version: str | None, day: date) -> Agreement | None:
+        """``version`` of the agreement when given, else the one used on ``day``."""
+        if version is not None:
+            return self.version(agreement_id, version)
+        return self.current(agreement_id, day)
 
     def modules(self) -> dict[str, str]:
         mods = dict(self.library)
-        for a in self.agreements.values():
+        for a in self.all_versions():
             if a.rego_path is not None:
-                # Named by id, so a draft folder outside the root compiles the same.
-                mods[f"agreements/{a.id}/{a.rego_path.name}"] = a.rego_source
+                mods[_module_name(self.root, a)] = a.rego_source
         return mods
 
     def data_document(self) -> dict[str, Any]:
-        agreements = {}
-        for a in self.agreements.values():
-            doc = a.data_document()
-            if self.enforced is not None and a.id not in self.enforced:
-                doc["status"] = "unsigned"  # not in force until every signatory signed
-            agreements[a.id] = doc
+        agreements: dict[str, Any] = {}
+        for agreement_id, versions in self.versions.items():
+            docs = {}
+            for a in versions:
+                doc = a.data_document()
+                if not self.is_enforced(a):
+                    doc["status"] = "unsigned"  # not in force until every signatory signed
+                docs[a.version] = doc
+            agreements[agreement_id] = {"versions": docs}
         return {"broker": {"agreements": agreements}}
 
     def with_enforced(self, enforced: frozenset[str]) -> PolicySet:
-        """This set, enforcing only the fully signed agreements ``enforced``."""
+        """This set, enforcing only the fully signed versions (content hashes ``enforced``)."""
         return PolicySet(
             root=self.root,
             reference=self.reference,
-            agreements=self.agreements,
+            versions=self.versions,
             library=self.library,
-            bundle_hash=_bundle_hash(self.library, self.agreements, enforced),
+            bundle_hash=_bundle_hash(self.library, self.versions, enforced),
             enforced=enforced,
         )
+
+    def with_versions(self, versions: dict[str, tuple[Agreement, ...]]) -> PolicySet:
+        """This set with the agreement versions ``versions`` instead (ordered here)."""
+        ordered = {aid: tuple(sorted(vs, key=lambda a: a.order)) for aid, vs in versions.items()}
+        return PolicySet(
+            root=self.root,
+            reference=self.reference,
+            versions=ordered,
+            library=self.library,
+            bundle_hash=_bundle_hash(self.library, ordered, self.enforced),
+            enforced=self.enforced,
+        )
+
+
+def _module_name(root: Path, agreement: Agreement) -> str:
+    """A version's module is named by its path under the policy root; a draft
+    folder outside the root by id and version, so it compiles the same anywhere."""
+    assert agreement.rego_path is not None
+    try:
+        return agreement.rego_path.relative_to(root).as_posix()
+    except ValueError:
+        return f"agreements/{agreement.id}/{agreement.version}/{agreement.rego_path.name}"
+
+
+def windows_overlap(one: Agreement, other: Agreement) -> bool:
+    """Whether the validity windows of two versions share a day."""
+    return (one.valid_until is None or other.valid_from <= one.valid_until) and (
+        other.valid_until is None or one.valid_from <= other.valid_until
+    )
 
 
 def is_signed_file(path: Path) -> bool:
@@ -175,54 +294,95 @@ def load_agreement(folder: Path) -> Agreement:
 
 def _bundle_hash(
     library: dict[str, str],
-    agreements: dict[str, Agreement],
+    versions: dict[str, tuple[Agreement, ...]],
     enforced: frozenset[str] | None = None,
 ) -> str:
     document: dict[str, Any] = {
         "library": library,
-        "agreements": {a.id: a.content_hash for a in agreements.values()},
+        "agreements": {
+            aid: {a.version: a.content_hash for a in vs} for aid, vs in versions.items()
+        },
     }
     if enforced is not None:
         document["enforced"] = sorted(enforced)
     return "sha256:" + sha256_hex(canonical_json(document))
 
 
+_PACKAGE = re.compile(r"^[ \t]*package[ \t]+([A-Za-z0-9_.]+)", re.MULTILINE)
+
+
+def check_package(agreement: Agreement) -> None:
+    """Raises PolicyInvalid unless the version's policy.rego is in its own package
+    (``agreements.<id>.v<version>``), so versions of one agreement never clash."""
+    if agreement.rego_path is None:
+        return
+    found = _PACKAGE.search(agreement.rego_source)
+    declared = found.group(1) if found else None
+    if declared != agreement.package:
+        raise PolicyInvalid(
+            f"{agreement.rego_path}: package {declared} does not match agreement "
+            f"{agreement.id} version {agreement.version} (expected package {agreement.package})"
+        )
+
+
 def with_agreement(policy_set: PolicySet, agreement: Agreement) -> PolicySet:
-    """The same policy set with ``agreement`` added or replacing its namesake
-    (e.g. a draft version to simulate or replay)."""
-    agreements = dict(policy_set.agreements)
-    agreements[agreement.id] = agreement
-    return PolicySet(
-        root=policy_set.root,
-        reference=policy_set.reference,
-        agreements=agreements,
-        library=policy_set.library,
-        bundle_hash=_bundle_hash(policy_set.library, agreements, policy_set.enforced),
-        enforced=policy_set.enforced,
+    """The same policy set with the version ``agreement`` added (e.g. a draft to
+    simulate or replay) and treated as signed; it replaces the version of the same
+    label and every version whose validity window overlaps its own."""
+    check_package(agreement)
+    kept = tuple(
+        a
+        for a in policy_set.versions.get(agreement.id, ())
+        if a.version != agreement.version and not windows_overlap(a, agreement)
     )
+    changed = policy_set.with_versions({**policy_set.versions, agreement.id: (*kept, agreement)})
+    if policy_set.enforced is None:
+        return changed
+    return changed.with_enforced(policy_set.enforced | {agreement.content_hash})
+
+
+def agreement_folders(agreements_dir: Path) -> list[Path]:
+    """Every agreement version folder: ``<id>/`` holding an ``agreement.yaml``, or
+    each ``<id>/<version>/`` holding one."""
+    folders: list[Path] = []
+    for folder in sorted(agreements_dir.iterdir()):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        if (folder / "agreement.yaml").exists():
+            folders.append(folder)
+            continue
+        folders.extend(
+            sub
+            for sub in sorted(folder.iterdir())
+            if sub.is_dir() and not sub.name.startswith(".") and (sub / "agreement.yaml").exists()
+        )
+    return folders
 
 
 def load_policy_set(root: Path) -> PolicySet:
     """Reads every agreement folder and the shared library under ``root``."""
     root = root.resolve()
     reference = ReferenceData.load(root)
-    agreements: dict[str, Agreement] = {}
-    for folder in sorted((root / "agreements").iterdir()):
-        if not (folder / "agreement.yaml").exists():
-            continue
+    versions: dict[str, list[Agreement]] = {}
+    for folder in agreement_folders(root / "agreements"):
         agreement = load_agreement(folder)
-        if agreement.id in agreements:
-            raise PolicyInvalid(f"{folder}: duplicate agreement id {agreement.id}")
-        agreements[agreement.id] = agreement
+        check_package(agreement)
+        same = versions.setdefault(agreement.id, [])
+        if any(a.version == agreement.version for a in same):
+            raise PolicyInvalid(
+                f"{folder}: duplicate version {agreement.version} of agreement {agreement.id}"
+            )
+        same.append(agreement)
     library = {
         str(p.relative_to(root)): p.read_text(encoding="utf-8")
         for p in sorted((root / "lib").glob("*.rego"))
         if not p.name.endswith("_test.rego")
     }
+    ordered = {aid: tuple(sorted(vs, key=lambda a: a.order)) for aid, vs in versions.items()}
     return PolicySet(
         root=root,
         reference=reference,
-        agreements=agreements,
+        versions=ordered,
         library=library,
-        bundle_hash=_bundle_hash(library, agreements),
+        bundle_hash=_bundle_hash(library, ordered),
     )

@@ -24,6 +24,7 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from html import escape
 from pathlib import Path
@@ -31,7 +32,13 @@ from typing import Any
 
 import click
 
-from broker.policy.explain import load_policies, policy_dir_option
+from broker.core.clock import dutch_date
+from broker.policy.explain import (
+    load_policies,
+    policy_dir_option,
+    select_version,
+    version_option,
+)
 from broker.policy.loader import Agreement, PolicySet
 from broker.reference import ReferenceData
 
@@ -203,11 +210,19 @@ def build_matrix(agreement: Agreement) -> AgreementMatrix:
     )
 
 
-def build_matrices(policy_set: PolicySet, agreement_id: str | None = None) -> list[AgreementMatrix]:
-    """One matrix per agreement (or for ``agreement_id`` only; KeyError if unknown)."""
+def build_matrices(
+    policy_set: PolicySet, agreement_id: str | None = None, version: str | None = None
+) -> list[AgreementMatrix]:
+    """One matrix per agreement, of the version in force today (else the latest);
+    or for ``agreement_id`` only (and its ``version``; KeyError if unknown)."""
+    today = dutch_date(datetime.now(UTC))
     if agreement_id is not None:
-        return [build_matrix(policy_set.agreements[agreement_id])]
-    return [build_matrix(a) for a in policy_set.agreements.values()]
+        agreement = policy_set.select(agreement_id, version, today)
+        if agreement is None:
+            raise KeyError(agreement_id)
+        return [build_matrix(agreement)]
+    current = (policy_set.current(i, today) for i in policy_set.versions)
+    return [build_matrix(a) for a in current if a is not None]
 
 
 # ----------------------------------------------------------------- formats
@@ -388,10 +403,12 @@ def matrix_html(
     default=None,
     help="Write to this file instead of standard output",
 )
+@version_option
 @policy_dir_option
 def matrix_command(
     *,
     agreement_id: str | None,
+    version: str | None,
     fmt: str,
     full: bool,
     out_path: Path | None,
@@ -399,9 +416,11 @@ def matrix_command(
 ) -> None:
     """What each agreement allows: recipient x element x purpose and on which basis."""
     policy_set = load_policies(policy_dir)
-    if agreement_id is not None and agreement_id not in policy_set.agreements:
-        raise click.BadParameter(f"unknown agreement {agreement_id}", param_hint="--agreement")
-    matrices = build_matrices(policy_set, agreement_id)
+    if agreement_id is not None:
+        select_version(policy_set, agreement_id, version)  # a click error when unknown
+    elif version is not None:
+        raise click.BadParameter("--version needs --agreement", param_hint="--version")
+    matrices = build_matrices(policy_set, agreement_id, version)
     if fmt == "csv":
         text = matrix_csv(matrices)
     elif fmt == "html":

@@ -28,6 +28,8 @@ from broker.policy.explain import (
     givers_text,
     load_policies,
     policy_dir_option,
+    select_version,
+    version_option,
 )
 from broker.policy.loader import Agreement, PolicySet
 from broker.policy.matrix import ACCESS_LABELS, Access, build_matrix, html_page, write_output
@@ -385,6 +387,30 @@ class _Builder:
             )
         )
 
+    def subscriptions(self) -> None:
+        """Events the broker delivers to every agency of the recipient parties."""
+        subscriptions = self.a.subscriptions
+        if not subscriptions:
+            return
+        self.add(Heading(2, "Subscriptions (events delivered to the recipients)"))
+        self.add(
+            Para(
+                "A publisher's event reaches every registered agency of the recipient parties; "
+                "the purpose decides per recipient and element exactly as for a request."
+            )
+        )
+        for event_type, sub in subscriptions.items():
+            self.add(Heading(3, f"Event {event_type}"))
+            if sub.get("description"):
+                self.add(Para(_text(sub["description"])))
+            rows = (
+                ("Purpose", _text(sub.get("purpose"))),
+                ("Publishers", self.parties(_strs(sub.get("publishers")))),
+                ("Recipients", self.parties(_strs(sub.get("recipients")))),
+                ("Elements the event may carry", ", ".join(_strs(sub.get("elements")))),
+            )
+            self.add(Table(("", ""), rows))
+
     def signatories(self) -> None:
         self.add(Heading(2, "Signatories"))
         rows = tuple(
@@ -413,6 +439,7 @@ class _Builder:
         self.consent_section()
         for pid, p in self.a.purposes.items():
             self.purpose_section(pid, p)
+        self.subscriptions()
         self.legal_appendix()
         self.signatories()
         return self.blocks
@@ -529,13 +556,17 @@ def render_agreement(agreement: Agreement, policy_set: PolicySet, fmt: str = "ht
     default=None,
     help="Write to this file instead of standard output",
 )
+@version_option
 @policy_dir_option
 def render_command(
-    *, agreement_id: str, fmt: str, out_path: Path | None, policy_dir: Path | None
+    *,
+    agreement_id: str,
+    version: str | None,
+    fmt: str,
+    out_path: Path | None,
+    policy_dir: Path | None,
 ) -> None:
-    """A readable summary of one agreement for the people who sign it."""
+    """A readable summary of one agreement version for the people who sign it."""
     policy_set = load_policies(policy_dir)
-    agreement = policy_set.agreements.get(agreement_id)
-    if agreement is None:
-        raise click.BadParameter(f"unknown agreement {agreement_id}", param_hint="--agreement")
+    agreement = select_version(policy_set, agreement_id, version)
     write_output(render_agreement(agreement, policy_set, fmt), out_path)

@@ -18,11 +18,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from broker.core.errors import PolicyInvalid
+from broker.core.errors import KeyError_, PolicyInvalid, RecordShredded
 from broker.db.session import Database
 from broker.exchange.models import DecisionRecord, Exchange
 from broker.policy.loader import PolicySet, load_agreement, with_agreement
 from broker.policy.regorus_engine import RegorusEngine
+from broker.retention.vault import RetentionVault
 
 CHUNK = 2000
 
@@ -54,6 +55,7 @@ class ReplayReport:
     decisions: int = 0
     items: int = 0
     seconds: float = 0.0
+    shredded: int = 0  # decisions whose input was destroyed when retention ended
     flips: Counter[FlipKey] = field(default_factory=Counter)
 
     def count(self, direction: str) -> int:
@@ -68,6 +70,11 @@ class ReplayReport:
             f"allow->deny {self.count('allow->deny')}, deny->allow {self.count('deny->allow')}, "
             f"other reason changes {self.count('reason')}"
         )
+        if self.shredded:
+            yield (
+                f"skipped {self.shredded} decisions whose retention ended "
+                "(their policy input is shredded)"
+            )
         for key, n in sorted(
             self.flips.items(),
             key=lambda kv: (kv[0].direction, kv[0].agency, kv[0].purpose, kv[0].element),
@@ -89,8 +96,11 @@ async def replay(
     *,
     limit: int | None = None,
     evaluate: Evaluate | None = None,
+    retention: RetentionVault | None = None,
 ) -> ReplayReport:
-    """Re-decides every recorded decision under the draft's agreement id."""
+    """Re-decides every recorded decision under the draft's agreement id. Inputs
+    sealed for retention are opened with ``retention``; those whose retention key
+    is destroyed are skipped and counted as shredded."""
     draft = load_agreement(draft_folder)
     policy_set = with_agreement(current, draft)
     if evaluate is None:
@@ -99,6 +109,7 @@ async def replay(
     report = ReplayReport(agreement_id=draft.id, draft_version=draft.version)
     started = time.perf_counter()
     last_id = ""
+    reader = retention.reader() if retention is not None else None
     async with db.session() as session:
         while limit is None or report.decisions < limit:
             take = CHUNK if limit is None else min(CHUNK, limit - report.decisions)
@@ -118,8 +129,17 @@ async def replay(
             ).all()
             if not rows:
                 break
-            for decision_id, document, result, agency in rows:
+            for decision_id, stored, result, agency in rows:
                 last_id = decision_id
+                document = stored
+                if "sealed" in stored:
+                    if reader is None:
+                        raise KeyError_("sealed decision inputs need the retention keys")
+                    try:
+                        document = await reader.decision_input(decision_id, stored)
+                    except RecordShredded:
+                        report.shredded += 1
+                        continue
                 _compare(report, evaluate(document), result, document, agency)
     report.seconds = time.perf_counter() - started
     return report

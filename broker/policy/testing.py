@@ -2,8 +2,9 @@
 
 What runs
 ---------
-* **Rego unit tests**: every ``*_test.rego`` beside an agreement
-  (``policies/agreements/<id>/*_test.rego``) and in ``policies/lib/``. They are
+* **Rego unit tests**: every ``*_test.rego`` beside an agreement version
+  (``policies/agreements/<id>/*_test.rego`` or ``<id>/<version>/*_test.rego``) and
+  in ``policies/lib/``. They are
   loaded *together with* the policy set's modules and data document (the loader
   keeps them out of the decision bundle; only this runner adds them). Every rule
   named ``test_*`` (no arguments) in a test module is one test. OPA convention:
@@ -22,13 +23,14 @@ Everything runs on regorus (``gordon-to-regorus``): it supports
 ``with input as`` / ``with data... as`` and reports line coverage. regopy
 (rego-cpp) crashes the process (SIGSEGV) on any query that uses ``with``, so it
 cannot run tests. regorus evaluates the dynamic reference
-``data.agreements[pkg].precondition`` of the library by evaluating *every*
-package under ``data.agreements``; a test package ``agreements.<id>_test`` that
-itself asks for a decision would then recurse into itself. The runner therefore
-re-homes test packages under ``agreements`` to ``broker_policy_tests.agreements...``
-in memory (and rewrites ``data.agreements.<id>_test`` references in test
-modules accordingly); files and reported names are unchanged. A test written in
-an agreement's *own* package is not re-homed and must not ask for a decision.
+``data.agreements[pkg][version].precondition`` of the library by evaluating
+*every* package under ``data.agreements``; a test package
+``agreements.<id>.v<version>_test`` that itself asks for a decision would then
+recurse into itself. The runner therefore re-homes test packages under
+``agreements`` to ``broker_policy_tests.agreements...`` in memory (and rewrites
+``data.agreements.<id>.v<version>_test`` references in test modules accordingly);
+files and reported names are unchanged. A test written in a version's *own*
+package is not re-homed and must not ask for a decision.
 
 Rule coverage (``--min-coverage`` applies to this figure)
 ---------------------------------------------------------
@@ -46,11 +48,11 @@ value is never tracked.
 
 Because regorus evaluates every agreement package for each decision (above),
 clause markers and covered lines of an *agreement* module are credited to a
-test only when one of the decisions that test evaluated was for that agreement
-(or, for a test that made no decision at all, when the test lives in that
-agreement's folder - a direct test of its rules). Library clauses are always
-credited. Under OPA semantics a decision evaluates exactly the rules of its own
-agreement, which this attribution reproduces.
+test only when one of the decisions that test evaluated used that agreement
+version (its ``agreement_hash``), or, for a test that made no decision at all,
+when the test lives in that version's folder - a direct test of its rules.
+Library clauses are always credited. Under OPA semantics a decision evaluates
+exactly the rules of its own agreement version, which this attribution reproduces.
 
 Line coverage (regorus ``get_coverage_report_as_json``, cleared per test and
 attributed the same way) is reported as a secondary figure.
@@ -61,8 +63,8 @@ The library's ``data.broker.decision.result`` rule is instrumented the same way
 to print each decision it makes - the input it saw and the result it returned -
 so every decision any test evaluated is collected, however the test built its
 input (no static scanning of test sources). Decisions whose ``agreement_hash``
-differs from the shipped agreement (tests that replace ``data.broker.agreements``
-with ``with``) are not counted. Then:
+is not one of the shipped versions (tests that replace ``data.broker.agreements``
+with ``with``) are not counted. Domain coverage is per agreement version. Then:
 
 * a *purpose* is touched when a decision for it got past steps 1-2 for some item
   (agreement in force, purpose known);
@@ -258,7 +260,7 @@ def discover_test_files(policy_set: PolicySet, agreement: str | None = None) -> 
     files: list[Path] = []
     if agreement is None:
         files.extend(sorted((policy_set.root / "lib").glob(TEST_GLOB)))
-    for a in policy_set.agreements.values():
+    for a in policy_set.all_versions():
         if agreement is None or a.id == agreement:
             files.extend(sorted(a.folder.glob(TEST_GLOB)))
     return files
@@ -480,8 +482,8 @@ def _load_test_modules(
 ) -> list[_TestModule]:
     sources = {str(p.relative_to(policy_set.root)): p.read_text(encoding="utf-8") for p in files}
     owners = {
-        str(p.relative_to(policy_set.root)): a.id
-        for a in policy_set.agreements.values()
+        str(p.relative_to(policy_set.root)): a.content_hash
+        for a in policy_set.all_versions()
         for p in files
         if p.parent == a.folder
     }
@@ -534,7 +536,7 @@ def _load_test_modules(
 class _Collector:
     """Per-test attribution of clause markers, covered lines and decisions."""
 
-    agreement_paths: dict[str, str]  # agreement module path -> agreement id
+    agreement_paths: dict[str, str]  # agreement module path -> its version's content hash
     ids: dict[int, Clause]
     covered_clauses: set[Clause] = field(default_factory=set)
     lines: dict[str, set[int]] = field(default_factory=dict)
@@ -562,7 +564,7 @@ class _Collector:
             elif kind == "d":
                 doc = json.loads(payload)
                 decisions.append((doc["input"], doc["result"]))
-        targets = {str(i.get("agreement")) for i, _ in decisions if isinstance(i, dict)}
+        targets = {str(r.get("agreement_hash")) for _, r in decisions if isinstance(r, dict)}
         if not decisions and owner is not None:
             targets = {owner}
 
@@ -680,7 +682,7 @@ def _run_scenarios(
         except (BrokerError, KeyError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         elapsed = time.perf_counter() - started
-        own = collector.finish(engine, request.agreement)
+        own = collector.finish(engine, None)
         for index, item in enumerate(items):
             message = error
             if decision is not None and not message:
@@ -707,24 +709,27 @@ def _domain(
     *,
     traced: bool,
 ) -> DomainCoverage:
+    versions = {a.content_hash: a for a in policy_set.all_versions() if a.id in scope}
+    several = {a.id for a in versions.values() if len(policy_set.versions[a.id]) > 1}
+    labels = {h: f"{a.id} {a.version}" if a.id in several else a.id for h, a in versions.items()}
     entries: dict[str, list[WhitelistEntry]] = {}
-    for aid in scope:
+    for aid, agreement in versions.items():  # by content hash
         found: list[WhitelistEntry] = []
-        for pid, purpose in policy_set.agreements[aid].purposes.items():
+        for pid, purpose in agreement.purposes.items():
             for recipient, elements in (purpose.get("allowed_elements") or {}).items():
                 found.extend(WhitelistEntry(pid, str(recipient), str(e)) for e in elements)
             acute = purpose.get("acute_danger") or {}
             for recipient, elements in (acute.get("allowed_elements") or {}).items():
                 found.extend(WhitelistEntry(pid, str(recipient), str(e), True) for e in elements)
         entries[aid] = found
-    purposes: dict[str, set[str]] = {aid: set() for aid in scope}
-    touched: dict[str, set[WhitelistEntry]] = {aid: set() for aid in scope}
+    purposes: dict[str, set[str]] = {aid: set() for aid in versions}
+    touched: dict[str, set[WhitelistEntry]] = {aid: set() for aid in versions}
+    shipped = {a.content_hash for a in policy_set.all_versions()}
     reasons: set[str] = set()
     counted = ignored = 0
     for given, result in decisions:
-        aid = str(given.get("agreement"))
-        agreement = policy_set.agreements.get(aid)
-        if agreement is None or result.get("agreement_hash") != agreement.content_hash:
+        aid = str(result.get("agreement_hash"))
+        if aid not in shipped or result.get("agreement_id") != given.get("agreement"):
             ignored += 1
             continue
         if aid not in purposes:
@@ -746,13 +751,13 @@ def _domain(
     return DomainCoverage(
         agreements=tuple(
             AgreementDomainCoverage(
-                agreement=aid,
-                purposes=tuple(policy_set.agreements[aid].purposes),
+                agreement=labels[aid],
+                purposes=tuple(agreement.purposes),
                 touched_purposes=frozenset(purposes[aid]),
                 entries=tuple(entries[aid]),
                 touched_entries=frozenset(touched[aid] & set(entries[aid])),
             )
-            for aid in scope
+            for aid, agreement in versions.items()
         ),
         decisions=counted,
         ignored_decisions=ignored,
@@ -777,11 +782,12 @@ def run_policy_tests(
     asts = _ast(modules)
     packages = {path: _package_of(src, path) for path, src in modules.items()}
     instrumented = _instrument(modules, asts, packages)
-    agreement_paths = {
-        str(a.rego_path.relative_to(policy_set.root)): a.id
-        for a in policy_set.agreements.values()
+    version_paths = {
+        str(a.rego_path.relative_to(policy_set.root)): a
+        for a in policy_set.all_versions()
         if a.rego_path is not None
     }
+    agreement_paths = {path: a.content_hash for path, a in version_paths.items()}
     tests = _load_test_modules(
         policy_set, discover_test_files(policy_set, agreement), set(packages.values())
     )
@@ -807,7 +813,7 @@ def run_policy_tests(
         scope_paths = list(modules)
         scope = list(policy_set.agreements)
     else:
-        scope_paths = [p for p, aid in agreement_paths.items() if aid == agreement]
+        scope_paths = [p for p, a in version_paths.items() if a.id == agreement]
         scope = [agreement]
     files = tuple(
         FileCoverage(

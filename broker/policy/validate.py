@@ -27,7 +27,12 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from broker.core.errors import BrokerError, PolicyInvalid
-from broker.policy.loader import DECISION_QUERY, duration_seconds, load_policy_set, rego_package
+from broker.policy.loader import (
+    DECISION_QUERY,
+    agreement_package,
+    duration_seconds,
+    load_policy_set,
+)
 from broker.settings import Settings
 
 try:
@@ -41,11 +46,10 @@ REQUIRED_FIELDS = (
     "version",
     "status",
     "valid_from",
-    "valid_until",
     "parties",
     "purposes",
     "signatories",
-)
+)  # valid_until may be left out (or null) by the latest version only: an open end
 REQUIRED_PURPOSE_FIELDS = (
     "id",
     "providers",
@@ -56,6 +60,8 @@ REQUIRED_PURPOSE_FIELDS = (
     "response_form",
 )
 REQUIRED_ACUTE_FIELDS = ("declarable_by", "allowed_elements", "max_duration")
+REQUIRED_SUBSCRIPTION_FIELDS = ("event_type", "purpose", "publishers", "recipients", "elements")
+_EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 STATUSES = ("draft", "active", "suspended", "expired", "superseded")
 CONSENT_MODES = ("required", "not_required_with_basis", "required_unless_acute_danger")
 RESPONSE_FORMS = ("full", "boolean_only")
@@ -328,10 +334,14 @@ class _Window:
     agreement_id: str
     version: str
     start: date
-    end: date
+    end: date | None  # None: open-ended
     rel: Path
     line: int
     entry: bool  # True: a ``supersedes`` entry; False: the folder's own validity
+
+    def before(self, other: _Window) -> bool:
+        """Whether this window ends before ``other`` starts."""
+        return self.end is not None and self.end < other.start
 
 
 @dataclass
@@ -340,11 +350,16 @@ class _Agreement:
 
     rel: Path
     id: str | None = None
+    id_line: int = 1
     version: str | None = None
     version_line: int = 1
     windows: list[_Window] = field(default_factory=list)
     preconditions: list[tuple[str, str, Node]] = field(default_factory=list)  # purpose, id, node
     acute_nodes: list[tuple[str, Node]] = field(default_factory=list)  # purpose, key node
+
+
+# Of one purpose: providers, recipients, and per recipient the allowed elements.
+_Outline = tuple[set[str], set[str], dict[str, set[str]]]
 
 
 class _AgreementChecker:
@@ -410,6 +425,8 @@ class _AgreementChecker:
             self._purposes(fields["purposes"][1])
         if "signatories" in fields:
             self._signatories(fields["signatories"][1])
+        if "subscriptions" in fields:
+            self._subscriptions(fields["subscriptions"][1])
         return True
 
     def _header(self, fields: dict[str, tuple[Node, Node]]) -> None:
@@ -419,6 +436,8 @@ class _AgreementChecker:
             if name in fields:
                 values[name] = doc.text(fields[name][1], name)
         self.result.id = values.get("id")
+        if "id" in fields:
+            self.result.id_line = _line(fields["id"][1])
         self.result.version = values.get("version")
         if "version" in fields:
             self.result.version_line = _line(fields["version"][1])
@@ -426,9 +445,10 @@ class _AgreementChecker:
         if status is not None and status not in STATUSES:
             doc.add(fields["status"][1], f"status: '{status}' is not one of {_listing(STATUSES)}")
         start = doc.day(fields["valid_from"][1], "valid_from") if "valid_from" in fields else None
-        end = doc.day(fields["valid_until"][1], "valid_until") if "valid_until" in fields else None
-        if start is not None and end is not None:
-            if start > end:
+        open_end = "valid_until" not in fields or doc.value(fields["valid_until"][1]) is None
+        end = None if open_end else doc.day(fields["valid_until"][1], "valid_until")
+        if start is not None and (end is not None or open_end):
+            if end is not None and start > end:
                 doc.add(fields["valid_from"][1], f"valid_from {start} is after valid_until {end}")
             elif self.result.id and self.result.version:
                 self.result.windows.append(
@@ -523,6 +543,110 @@ class _AgreementChecker:
                 party = doc.text(value_node, f"{label}.party")
                 if party is not None:
                     self._known(value_node, f"{label}.party", party, self.ref.parties, "party")
+
+    # ------------------------------------------------------------ subscriptions
+    def _purpose_outline(self) -> dict[str, _Outline]:
+        """Purpose id -> (providers, recipients, whitelists), read without reporting
+        (``_purposes`` reports the faults)."""
+        doc = self.doc
+        node = self.fields.get("purposes", (None, None))[1]
+
+        def pairs(n: Node | None) -> dict[str, Node]:
+            return {str(doc.value(k)): v for k, v in n.value} if isinstance(n, MappingNode) else {}
+
+        def texts(n: Node | None) -> set[str]:
+            if not isinstance(n, SequenceNode):
+                return set()
+            return {v for v in (doc.value(i) for i in n.value) if isinstance(v, str)}
+
+        out: dict[str, _Outline] = {}
+        for entry in node.value if isinstance(node, SequenceNode) else []:
+            fields = pairs(entry)
+            pid = doc.value(fields["id"]) if "id" in fields else None
+            if isinstance(pid, str):
+                out[pid] = (
+                    texts(fields.get("providers")),
+                    texts(fields.get("recipients")),
+                    {k: texts(v) for k, v in pairs(fields.get("allowed_elements")).items()},
+                )
+        return out
+
+    def _subscriptions(self, node: Node) -> None:
+        """subscriptions: [{event_type, purpose, publishers, recipients, elements}]: who
+        may publish an event type, which parties receive it, under which purpose, and
+        the elements the event may carry (the purpose's whitelists still decide)."""
+        doc = self.doc
+        purposes = self._purpose_outline()
+        seen: dict[str, int] = {}
+        for label, entry in doc.records(node, "subscriptions", "subscriptions"):
+            fields = doc.mapping(entry, label) or {}
+            where = self._event_type(fields, label, seen)
+            doc.require(fields, entry, where, REQUIRED_SUBSCRIPTION_FIELDS)
+            outline = None
+            if "purpose" in fields:
+                pid = doc.text(fields["purpose"][1], f"{where}.purpose")
+                if pid is not None and pid not in purposes:
+                    doc.add(fields["purpose"][1], f"{where}.purpose: unknown purpose '{pid}'")
+                outline = purposes.get(pid) if pid is not None else None
+            elements: set[str] = set()
+            if "elements" in fields:
+                at = f"{where}.elements"
+                for value, item in doc.ids(fields["elements"][1], at, "element ids"):
+                    if self._known(item, at, value, self.ref.elements, "element"):
+                        elements.add(value)
+            for role in ("publishers", "recipients"):
+                if role in fields:
+                    self._subscribers(fields[role][1], f"{where}.{role}", outline, elements)
+
+    def _event_type(
+        self, fields: dict[str, tuple[Node, Node]], label: str, seen: dict[str, int]
+    ) -> str:
+        """Checks a subscription's event type; returns the label to report under."""
+        if "event_type" not in fields:
+            return label
+        doc = self.doc
+        value_node = fields["event_type"][1]
+        event_type = doc.text(value_node, f"{label}.event_type")
+        if event_type is None:
+            return label
+        where = f"subscriptions[{event_type}]"
+        if not _EVENT_TYPE.match(event_type):
+            doc.add(
+                value_node,
+                f"{where}.event_type: '{event_type}' is not a dotted lower-case name "
+                "(e.g. police.zorgmelding)",
+            )
+        if event_type in seen:
+            doc.add(
+                value_node,
+                f"subscriptions: duplicate event type '{event_type}' "
+                f"(first at line {seen[event_type]})",
+            )
+        else:
+            seen[event_type] = _line(value_node)
+        return where
+
+    def _subscribers(
+        self, node: Node, where: str, outline: _Outline | None, elements: set[str]
+    ) -> None:
+        """Publishers must be providers, recipients recipients of the purpose; every
+        recipient must be allowed at least one of the subscription's elements."""
+        publishers = where.endswith(".publishers")
+        for party, item in self.doc.ids(node, where, "party ids"):
+            if not self._known(item, where, party, self.ref.parties, "party"):
+                continue
+            if self.parties is not None and party not in self.parties:
+                self.doc.add(item, f"{where}: '{party}' is not a party of this agreement")
+            elif outline is None:
+                continue
+            elif party not in outline[0 if publishers else 1]:
+                kind = "provider" if publishers else "recipient"
+                self.doc.add(item, f"{where}: '{party}' is not a {kind} of the purpose")
+            elif not publishers and elements and not elements & outline[2].get(party, set()):
+                self.doc.add(
+                    item,
+                    f"{where}: the purpose allows none of the subscription's elements to '{party}'",
+                )
 
     # ------------------------------------------------------------ purposes
     def _purposes(self, node: Node) -> None:
@@ -704,16 +828,16 @@ def _check_rego_against_yaml(
                     "so acute danger can never be established",
                 )
             )
-    if module is not None and agreement.id:
-        expected = f"agreements.{rego_package(agreement.id)}"
+    if module is not None and agreement.id and agreement.version:
+        expected = agreement_package(agreement.id, agreement.version)
         for name, line in _rego_rules(source, _PACKAGE)[:1]:
             if name != expected:
                 problems.append(
                     Problem(
                         module.rel,
                         line,
-                        f"package {name} does not match agreement id {agreement.id} "
-                        f"(expected package {expected})",
+                        f"package {name} does not match agreement {agreement.id} version "
+                        f"{agreement.version} (expected package {expected})",
                     )
                 )
 
@@ -851,13 +975,32 @@ def _check_versions(agreements: list[_Agreement], problems: list[Problem]) -> No
         for w in a.windows
         if not (w.entry and first.get((w.agreement_id, w.version)) is not None)
     ]
+    for window in windows:
+        later = [
+            w
+            for w in windows
+            if w.agreement_id == window.agreement_id
+            and w.version != window.version
+            and w.start > window.start
+        ]
+        if window.end is None and later:
+            first_later = min(later, key=lambda w: w.start)
+            problems.append(
+                Problem(
+                    window.rel,
+                    window.line,
+                    f"version {window.version} has no valid_until, but version "
+                    f"{first_later.version} starts later ({first_later.start}); only the "
+                    "latest version may be open-ended",
+                )
+            )
     for index, one in enumerate(windows):
         for other in windows[index + 1 :]:
             if (
                 one.agreement_id != other.agreement_id
                 or one.version == other.version
-                or one.start > other.end
-                or other.start > one.end
+                or other.before(one)
+                or one.before(other)
             ):
                 continue
             here, there = _report_at(one, other)
@@ -867,8 +1010,8 @@ def _check_versions(agreements: list[_Agreement], problems: list[Problem]) -> No
                 Problem(
                     here.rel,
                     here.line,
-                    f"{label}version {here.version} ({here.start}..{here.end}) overlaps version "
-                    f"{there.version} ({there.start}..{there.end}){elsewhere}",
+                    f"{label}version {here.version} ({here.start}..{here.end or ''}) overlaps "
+                    f"version {there.version} ({there.start}..{there.end or ''}){elsewhere}",
                 )
             )
 
@@ -910,6 +1053,70 @@ def _read_agreement(
     return checker.result, module
 
 
+def _orphan_rego(folder: Path, root: Path, problems: list[Problem]) -> None:
+    if (folder / "policy.rego").is_file():
+        problems.append(
+            Problem(
+                _rel(folder / "policy.rego", root),
+                1,
+                "no agreement.yaml next to this policy.rego; the folder is ignored",
+            )
+        )
+
+
+def _agreement_folders(
+    folders: list[Path], root: Path, problems: list[Problem]
+) -> list[tuple[Path, bool]]:
+    """The agreement version folders: ``<id>/`` (one version) or each ``<id>/<version>/``
+    (several side by side); True for the latter."""
+    found: list[tuple[Path, bool]] = []
+    for folder in folders:
+        subfolders = sorted(
+            p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+        versions = [p for p in subfolders if (p / "agreement.yaml").is_file()]
+        if (folder / "agreement.yaml").is_file():
+            found.append((folder, False))
+            for sub in versions:
+                problems.append(
+                    Problem(
+                        _rel(sub / "agreement.yaml", root),
+                        1,
+                        f"{folder.name}/ holds an agreement.yaml itself; put every version in "
+                        "its own folder <id>/<version>/; this folder is ignored",
+                    )
+                )
+            continue
+        _orphan_rego(folder, root, problems)
+        for sub in subfolders:
+            if (sub / "agreement.yaml").is_file():
+                found.append((sub, True))
+            else:
+                _orphan_rego(sub, root, problems)
+    return found
+
+
+def _check_version_folder(folder: Path, agreement: _Agreement, problems: list[Problem]) -> None:
+    """In ``<id>/<version>/`` the folder names must say what the file says."""
+    if agreement.id is not None and folder.parent.name != agreement.id:
+        problems.append(
+            Problem(
+                agreement.rel,
+                agreement.id_line,
+                f"id {agreement.id} does not match its folder {folder.parent.name}/",
+            )
+        )
+    if agreement.version is not None and folder.name != agreement.version:
+        problems.append(
+            Problem(
+                agreement.rel,
+                agreement.version_line,
+                f"version {agreement.version} does not match its folder "
+                f"{folder.parent.name}/{folder.name}/",
+            )
+        )
+
+
 def _validate(root: Path, problems: list[Problem]) -> None:
     reference = _load_reference(root, problems)
     library = _read_library(root, problems)
@@ -920,19 +1127,12 @@ def _validate(root: Path, problems: list[Problem]) -> None:
         problems.append(Problem(Path("agreements"), 0, "agreements directory is missing"))
     agreements: list[_Agreement] = []
     modules: list[_Module] = []
-    for folder in folders:
-        if (folder / "agreement.yaml").is_file():
-            agreement, module = _read_agreement(folder, root, reference, problems)
-            agreements.append(agreement)
-            modules.extend([module] if module is not None else [])
-        elif (folder / "policy.rego").is_file():
-            problems.append(
-                Problem(
-                    _rel(folder / "policy.rego", root),
-                    1,
-                    "no agreement.yaml next to this policy.rego; the folder is ignored",
-                )
-            )
+    for folder, versioned in _agreement_folders(folders, root, problems):
+        agreement, module = _read_agreement(folder, root, reference, problems)
+        agreements.append(agreement)
+        modules.extend([module] if module is not None else [])
+        if versioned:
+            _check_version_folder(folder, agreement, problems)
     _check_versions(agreements, problems)
     compile_problems, failed = _check_regorus([*library, *modules])
     problems.extend(compile_problems)
@@ -992,7 +1192,7 @@ def check_command(policy_dir: Path | None) -> None:
             message if isinstance(exc, BrokerError) else f"{policy_dir}: {message}", err=True
         )
         sys.exit(1)
-    for agreement in policy_set.agreements.values():
+    for agreement in policy_set.all_versions():
         click.echo(
             f"{agreement.id} v{agreement.version}: {len(agreement.purposes)} purposes, "
             f"{agreement.content_hash}"

@@ -6,6 +6,10 @@ recorded). On a change it loads and compiles the new set off the event loop;
 only a set that loads and compiles is swapped in, so an invalid edit leaves the
 broker serving the last valid set. Requests in flight finish on the set they
 started with.
+
+With several instances on one database, ``wake`` cuts the wait short (another
+instance announced an agreement upload or signature) and ``sync`` runs before
+each check, installing agreement versions uploaded elsewhere.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Reloadable(Protocol):
 
 Enforce = Callable[[PolicySet, date], Awaitable[PolicySet]]
 Fingerprint = Callable[[], Awaitable[Hashable]]
+Sync = Callable[[], Awaitable[object]]
 
 
 def signature(root: Path) -> tuple[tuple[str, int, int], ...]:
@@ -43,6 +48,10 @@ def signature(root: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 async def _no_fingerprint() -> Hashable:
+    return None
+
+
+async def _no_sync() -> None:
     return None
 
 
@@ -59,6 +68,7 @@ class PolicyWatcher:
         interval: float = 2.0,
         enforce: Enforce = _enforce_all,
         fingerprint: Fingerprint = _no_fingerprint,
+        sync: Sync = _no_sync,
         clock: Clock = system_clock,
     ) -> None:
         self._root = root
@@ -66,7 +76,10 @@ class PolicyWatcher:
         self._interval = interval
         self._enforce = enforce
         self._fingerprint = fingerprint
+        self._sync = sync
         self._clock = clock
+        self._woken = asyncio.Event()
+        self._checking = asyncio.Lock()
         self._seen: Hashable = None
         self._task: asyncio.Task[None] | None = None
         self._subscribers: list[Callable[[PolicySet], None]] = []
@@ -102,16 +115,27 @@ class PolicyWatcher:
                 await self._task
             self._task = None
 
+    def wake(self) -> None:
+        """Checks now instead of at the end of the interval (when polling)."""
+        self._woken.set()
+
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self._interval)
+            self._woken.clear()
             try:
+                await self._sync()
                 await self.check()
             except BrokerError as exc:  # e.g. the database is briefly unavailable
                 log.warning("policy.check_failed", error=exc.diagnostics())
 
     async def check(self) -> bool:
         """Reloads when anything changed; True when a new set was swapped in."""
+        async with self._checking:
+            return await self._check()
+
+    async def _check(self) -> bool:
         current = await self._current()
         if current == self._seen:
             return False

@@ -1,9 +1,12 @@
 # Generic decision procedure shared by every sharing agreement.
 #
-# Agreements are data (data.broker.agreements[<id>], built from each agreement.yaml)
-# plus a small Rego module per agreement (package agreements.<rego_package>) that
-# states the preconditions and the acute-danger evidence rule. This module decides,
-# per requested item (element x subject), following the normative procedure:
+# Agreements are data (data.broker.agreements[<id>].versions[<version>], built from
+# each version's agreement.yaml) plus a small Rego module per version (package
+# agreements.<rego_package>.<rego_version>) that states the preconditions and the
+# acute-danger evidence rule. Of the versions of the requested agreement, the one
+# whose validity window covers the request date and that is active (fully signed)
+# is used. This module decides, per requested item (element x subject), following
+# the normative procedure:
 #   1 agreement in force, 2 purpose known, 3 parties fit (incl. acute mode),
 #   4 element allowed, 5 preconditions, 6 consent / basis, 7 shape.
 # The first failing step gives the reason code. Times arrive as integer
@@ -13,24 +16,61 @@ package broker.decision
 
 import rego.v1
 
-agreement := data.broker.agreements[input.agreement]
+# ---------------------------------------------------------------- the version
+# Only the versions of the requested agreement are looked at. The one used is the
+# version in force on the request date (active and its window covering the date);
+# failing that, one whose window covers the date (so the decision names the
+# version that is not in force); failing that, the latest. Windows of one
+# agreement do not overlap (`broker policy check`); the ranking keeps the choice
+# unique even when they do. An agreement with one version needs no ranking.
+versions := data.broker.agreements[input.agreement].versions
 
-agreement_doc := object.get(data.broker.agreements, input.agreement, {})
+selected_version := v if {
+	count(versions) == 1
+	some v, _ in versions
+} else := ranked_versions[count(ranked_versions) - 1][2]
+
+window_covers(doc) if {
+	doc.valid_from <= input.request_date
+	not ended(doc)
+}
+
+# A version without valid_until (or with null) has an open end.
+ended(doc) if {
+	doc.valid_until != null
+	input.request_date > doc.valid_until
+}
+
+version_rank(doc) := 2 if {
+	doc.status == "active"
+	window_covers(doc)
+} else := 1 if {
+	window_covers(doc)
+} else := 0
+
+ranked_versions := sort([[version_rank(doc), object.get(doc, "valid_from", ""), v] | some v; doc := versions[v]])
+
+agreement := versions[selected_version]
+
+agreement_doc := agreement if agreement
+
+else := {}
 
 purpose := agreement.purposes[input.purpose]
 
 # rego-cpp does not resolve a dynamic reference to a whole package, so the
-# agreement's own rules are always referenced down to the rule name.
+# version's own rules are always referenced down to the rule name.
 pkg := agreement.rego_package
 
-satisfied_preconditions := data.agreements[pkg].precondition
+pkg_version := agreement.rego_version
 
-evidence_present if data.agreements[pkg].acute_evidence
+satisfied_preconditions := data.agreements[pkg][pkg_version].precondition
+
+evidence_present if data.agreements[pkg][pkg_version].acute_evidence
 
 in_force if {
 	agreement.status == "active"
-	agreement.valid_from <= input.request_date
-	input.request_date <= agreement.valid_until
+	window_covers(agreement)
 }
 
 # ---------------------------------------------------------------- acute danger

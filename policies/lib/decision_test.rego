@@ -28,6 +28,7 @@ synthetic := {
 	"valid_from": "2026-01-01",
 	"valid_until": "2026-12-31",
 	"rego_package": "agr_lib_test_has_no_module",
+	"rego_version": "v0_1",
 	"content_hash": "sha256:lib-test",
 	"purposes": {"met_toestemming": purpose},
 }
@@ -59,7 +60,7 @@ reason(agreement, subject, given_by) := r if {
 		}],
 		"acute_declaration": null,
 	}
-	d := data.broker.decision.result with input as request with data.broker.agreements as {"agr-lib-test": agreement}
+	d := data.broker.decision.result with input as request with data.broker.agreements as {"agr-lib-test": {"versions": {"0.1": agreement}}}
 	r := d.items[0].reason
 }
 
@@ -119,4 +120,50 @@ test_unknown_agreement_is_not_in_force if {
 	d.items[0].reason == "deny_agreement_not_in_force"
 	d.agreement_version == null
 	d.agreement_hash == null
+}
+
+# ------------------------------------------------------------------ versions
+# Two versions of the synthetic agreement with consecutive windows; 0.2 is open-ended.
+v01 := object.union(synthetic, {"valid_until": "2026-06-30"})
+
+v02 := object.union(synthetic, {
+	"version": "0.2",
+	"valid_from": "2026-07-01",
+	"valid_until": null,
+	"content_hash": "sha256:lib-test-0.2",
+	"purposes": {"met_toestemming": object.union(purpose, {"consent": "not_required_with_basis"})},
+})
+
+# The version used on `day` (status of 0.2 as given) and the reason of one item.
+on(day, status_02) := [d.agreement_version, d.agreement_hash, d.items[0].reason] if {
+	request := {
+		"agreement": "agr-lib-test",
+		"purpose": "met_toestemming",
+		"provider": "ggz",
+		"recipient": "veilig_thuis",
+		"request_time_ns": now_ns,
+		"request_date": day,
+		"context": {},
+		"subjects": [person("A1", 30, [])],
+		"items": [{"element": "health.ggz_treatment_involvement", "subject": "A1"}],
+		"consents": [],
+		"acute_declaration": null,
+	}
+	versions := {"0.1": v01, "0.2": object.union(v02, {"status": status_02})}
+	d := data.broker.decision.result with input as request with data.broker.agreements as {"agr-lib-test": {"versions": versions}}
+}
+
+test_the_version_whose_window_covers_the_date_decides if {
+	on("2026-06-30", "active") == ["0.1", "sha256:lib-test", "deny_consent_missing"]
+	on("2026-07-01", "active") == ["0.2", "sha256:lib-test-0.2", "allow_statutory_basis"]
+	on("2040-01-01", "active") == ["0.2", "sha256:lib-test-0.2", "allow_statutory_basis"]
+}
+
+test_a_version_not_in_force_is_named_but_denies if {
+	on("2026-07-01", "unsigned") == ["0.2", "sha256:lib-test-0.2", "deny_agreement_not_in_force"]
+	on("2026-06-30", "unsigned") == ["0.1", "sha256:lib-test", "deny_consent_missing"]
+}
+
+test_no_version_covers_the_date if {
+	on("2025-12-31", "active") == ["0.2", "sha256:lib-test-0.2", "deny_agreement_not_in_force"]
 }

@@ -39,22 +39,22 @@ ASK_DEBT = {
     "context": {"raad_investigation_status": "lopend"},
 }
 POLICY_TEST = """\
-package agreements.agr_test_schuld_raad_test
+package agreements.agr_test_schuld_raad.v0_9_test
 
 import rego.v1
 
 test_raad_running if {
-    data.agreements.agr_test_schuld_raad.precondition["raad_running"]
+    data.agreements.agr_test_schuld_raad.v0_9.precondition["raad_running"]
         with input as {"context": {"raad_investigation_status": "lopend"}}
 }
 """
 FAILING_TEST = """\
-package agreements.agr_test_schuld_raad_test
+package agreements.agr_test_schuld_raad.v0_9_test
 
 import rego.v1
 
 test_raad_running_when_closed if {
-    data.agreements.agr_test_schuld_raad.precondition["raad_running"]
+    data.agreements.agr_test_schuld_raad.v0_9.precondition["raad_running"]
         with input as {"context": {"raad_investigation_status": "afgerond"}}
 }
 """
@@ -178,7 +178,7 @@ async def test_rejected_uploads_change_nothing(uploads: Uploads) -> None:
     [failed] = problem["errors"]
     assert failed.startswith("policy_test.rego:5: test_raad_running_when_closed failed")
 
-    broken_test = "package agreements.agr_test_schuld_raad_test\n\ntest_x if {\n"
+    broken_test = "package agreements.agr_test_schuld_raad.v0_9_test\n\ntest_x if {\n"
     response = await uploads.upload(dict(files, **{"policy_test.rego": broken_test}))
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "policy_tests_failed"
@@ -232,6 +232,11 @@ async def test_a_new_version_replaces_the_folder_and_needs_new_signatures(
     files["policy_test.rego"] = files["policy_test.rego"].replace(
         'd.agreement_version == "3.0"', 'd.agreement_version == "3.1"'
     )
+    # Each version's Rego is in its own package.
+    for name in ("policy.rego", "policy_test.rego"):
+        files[name] = files[name].replace(
+            "package agreements.agr_vt_politie_hg.v3_0", "package agreements.agr_vt_politie_hg.v3_1"
+        )
     client = harness.client("veilig_thuis")
     try:
         before = (await client.exchange(SUSPECT_HISTORY)).json()

@@ -59,7 +59,7 @@ AGREEMENT = textwrap.dedent(
 
 POLICY = textwrap.dedent(
     """\
-    package agreements.agr_test_schuld_raad
+    package agreements.agr_test_schuld_raad.v0_9
 
     import rego.v1
 

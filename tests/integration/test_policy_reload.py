@@ -42,6 +42,9 @@ async def test_reload_applies_valid_edits_and_keeps_last_valid_set(
             ).replace('version: "3.0"', 'version: "3.1"')
             assert edited != text
             path.write_text(edited)
+            # Each version's Rego is in its own package.
+            rego = path.with_name("policy.rego")
+            rego.write_text(rego.read_text().replace(".v3_0\n", ".v3_1\n", 1))
             assert await services.watcher.check()
             # A changed file invalidates the signatures: not in force until re-signed.
             unsigned = (await client.exchange(SUSPECT_HISTORY)).json()

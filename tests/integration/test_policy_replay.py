@@ -29,6 +29,8 @@ def _draft(tmp: Path, *, drop_house_ban: bool) -> Path:
         ).replace('version: "3.0"', 'version: "3.1"')
         assert edited != text
         path.write_text(edited)
+        rego = folder / "policy.rego"  # each version's Rego is in its own package
+        rego.write_text(rego.read_text().replace(".v3_0\n", ".v3_1\n", 1))
     return folder
 
 
@@ -46,14 +48,20 @@ async def test_replay_reports_flips_per_agency_purpose_and_element(
     services = harness.broker.services
 
     same = await replay(
-        services.db, services.policy_set, _draft(tmp_path / "a", drop_house_ban=False)
+        services.db,
+        services.policy_set,
+        _draft(tmp_path / "a", drop_house_ban=False),
+        retention=services.retention.vault,
     )
     assert same.decisions == 3
     assert same.items == 9
     assert not same.flips
 
     report = await replay(
-        services.db, services.policy_set, _draft(tmp_path / "b", drop_house_ban=True)
+        services.db,
+        services.policy_set,
+        _draft(tmp_path / "b", drop_house_ban=True),
+        retention=services.retention.vault,
     )
     assert report.count("allow->deny") == 3
     assert report.count("deny->allow") == 0
@@ -69,7 +77,10 @@ async def test_replay_reports_flips_per_agency_purpose_and_element(
         CliRunner().invoke,
         main,
         ["policy", "replay", "--draft", str(tmp_path / "b" / "draft")],
-        env={"BROKER_DATABASE_URL": harness.broker.settings.database_url},
+        env={
+            "BROKER_DATABASE_URL": harness.broker.settings.database_url,
+            "BROKER_KEYS_DIR": str(harness.broker.settings.keys_dir),
+        },
     )
     assert result.exit_code == 0, result.output
     assert "allow->deny 3, deny->allow 0" in result.output

@@ -26,7 +26,7 @@ from broker.core.types import (
     ReasonCode,
     RequestedItem,
 )
-from broker.policy.loader import PolicySet, load_policy_set
+from broker.policy.loader import PolicySet, load_policy_set, with_agreement
 from broker.policy.regopy_engine import RegopyEngine
 from tests.scenarios.scenario_data import AMSTERDAM, POLICY_ROOT, load_scenarios, to_ns
 
@@ -68,11 +68,11 @@ def engine() -> Iterator[RegopyEngine]:
 
 
 def _with_status(policy_set: PolicySet, status: str) -> PolicySet:
-    agreements = {
-        aid: dataclasses.replace(a, source={**a.source, "status": status})
-        for aid, a in policy_set.agreements.items()
+    versions = {
+        aid: tuple(dataclasses.replace(a, source={**a.source, "status": status}) for a in vs)
+        for aid, vs in policy_set.versions.items()
     }
-    return dataclasses.replace(policy_set, agreements=agreements)
+    return policy_set.with_versions(versions)
 
 
 @pytest.fixture(scope="module")
@@ -518,9 +518,7 @@ def _with_consent_rule(policy_set: PolicySet, band: str, givers: list[str]) -> P
     agreement = policy_set.agreements["agr-zvh-mdaplusplus"]
     rule = {**agreement.source["consent_rule"], band: givers}
     changed = dataclasses.replace(agreement, source={**agreement.source, "consent_rule": rule})
-    return dataclasses.replace(
-        policy_set, agreements={**policy_set.agreements, changed.id: changed}
-    )
+    return with_agreement(policy_set, changed)
 
 
 @pytest.fixture(scope="module")

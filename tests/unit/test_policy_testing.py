@@ -61,10 +61,10 @@ def test_shipped_tests_pass(shipped: testing.PolicyTestReport) -> None:
     packages = {c.package for c in rego}
     assert packages == {
         "broker.decision_test",
-        "agreements.agr_ggz_vt_kindcheck_test",
-        "agreements.agr_vt_politie_hg_test",
-        "agreements.agr_vt_raad_vto_test",
-        "agreements.agr_zvh_mdaplusplus_test",
+        "agreements.agr_ggz_vt_kindcheck.v1_0_test",
+        "agreements.agr_vt_politie_hg.v3_0_test",
+        "agreements.agr_vt_raad_vto.v1_4_test",
+        "agreements.agr_zvh_mdaplusplus.v2_2_test",
     }
     assert len(rego) >= 100
     assert all(c.name.startswith("test_") for c in rego)
@@ -77,8 +77,8 @@ def test_cli_reports_every_test_and_totals() -> None:
     out = result.output
     assert "FAIL" not in out
     assert re.search(
-        r"^  PASS  agreements\.agr_zvh_mdaplusplus_test\s+test_break_glass_expired_after_72_hours"
-        r"  \(\d+\.\d ms\)$",
+        r"^  PASS  agreements\.agr_zvh_mdaplusplus\.v2_2_test\s+"
+        r"test_break_glass_expired_after_72_hours  \(\d+\.\d ms\)$",
         out,
         re.M,
     )
@@ -140,14 +140,18 @@ def test_a_wrong_test_fails_with_exit_1(policies: Path) -> None:
     assert result.exit_code == 1
     out = result.output
     assert re.search(
-        r"^  FAIL  agreements\.agr_vt_politie_hg_test\s+test_deliberately_wrong  \(", out, re.M
+        r"^  FAIL  agreements\.agr_vt_politie_hg\.v3_0_test\s+test_deliberately_wrong  \(",
+        out,
+        re.M,
     )
     assert re.search(r"policy_test\.rego:\d+: undefined$", out, re.M)
-    assert re.search(r"^  FAIL  agreements\.agr_vt_politie_hg_test\s+test_errors  \(", out, re.M)
+    assert re.search(
+        r"^  FAIL  agreements\.agr_vt_politie_hg\.v3_0_test\s+test_errors  \(", out, re.M
+    )
     assert "divide by zero" in out
     assert "| " in out and "about to divide" in out  # a failing test's own prints are shown
     assert re.search(
-        r"^  PASS  agreements\.agr_vt_politie_hg_test\s+test_unknown_purpose", out, re.M
+        r"^  PASS  agreements\.agr_vt_politie_hg\.v3_0_test\s+test_unknown_purpose", out, re.M
     )
     assert re.search(
         r"Rego tests \(\d+ passed\), 113 scenario cases \(113 passed\): FAIL$", out, re.M
@@ -221,7 +225,7 @@ def test_an_uncovered_precondition_rule_is_named(policies: Path) -> None:
     append(
         policies / RAAD_TESTS,
         "\ntest_never_tested_rule if {\n"
-        '\t"never_tested" in data.agreements.agr_vt_raad_vto.precondition'
+        '\t"never_tested" in data.agreements.agr_vt_raad_vto.v1_4.precondition'
         ' with input as {"context": {"never_tested": true}, "subjects": []}\n}\n',
     )
     out = invoke(policies).output
@@ -296,7 +300,11 @@ def test_agreement_filter(policies: Path) -> None:
     assert result.exit_code == 0, result.output
     out = result.output
     packages = set(re.findall(r"^  (?:PASS|FAIL)  (\S+)", out, re.M))
-    assert packages == {"agreements.agr_ggz_vt_kindcheck_test", "scenarios.S05", "scenarios.S06"}
+    assert packages == {
+        "agreements.agr_ggz_vt_kindcheck.v1_0_test",
+        "scenarios.S05",
+        "scenarios.S06",
+    }
     assert "agreements/agr-ggz-vt-kindcheck/policy.rego" in out
     assert "lib/decision.rego" not in out
     assert "agr-zvh-mdaplusplus" not in out

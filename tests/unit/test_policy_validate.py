@@ -97,10 +97,15 @@ def test_yaml_that_does_not_parse(root: Path) -> None:
 
 
 def test_missing_required_field(root: Path) -> None:
+    edit(root, K, "valid_from: 2025-01-01\n", "")
+    assert problems(root) == [at(root, K, "schema_version:", "missing required field 'valid_from'")]
+
+
+def test_a_single_version_may_be_open_ended(root: Path) -> None:
     edit(root, K, "valid_until: 2026-12-31\n", "")
-    assert problems(root) == [
-        at(root, K, "schema_version:", "missing required field 'valid_until'")
-    ]
+    assert problems(root) == []
+    edit(root, K, "valid_from: 2025-01-01\n", "valid_from: 2025-01-01\nvalid_until: null\n")
+    assert problems(root) == []
 
 
 def test_missing_required_purpose_field(root: Path) -> None:
@@ -662,14 +667,14 @@ def test_acute_danger_without_acute_evidence_rule(root: Path) -> None:
 
 
 def test_package_must_match_the_agreement_id(root: Path) -> None:
-    edit(root, K_REGO, "package agreements.agr_ggz_vt_kindcheck", "package agreements.kindcheck")
+    edit(root, K_REGO, "package agreements.agr_ggz_vt_kindcheck.v1_0", "package agreements.kc")
     assert problems(root) == [
         at(
             root,
             K_REGO,
             "package",
-            "package agreements.kindcheck does not match agreement id agr-ggz-vt-kindcheck "
-            "(expected package agreements.agr_ggz_vt_kindcheck)",
+            "package agreements.kc does not match agreement agr-ggz-vt-kindcheck version 1.0 "
+            "(expected package agreements.agr_ggz_vt_kindcheck.v1_0)",
         )
     ]
 
@@ -756,25 +761,94 @@ def test_supersedes_entry_missing_field(root: Path) -> None:
     ]
 
 
-def test_two_folders_with_overlapping_versions(root: Path) -> None:
-    v2 = root / "agreements" / "agr-ggz-vt-kindcheck-v2"
-    shutil.copytree(root / "agreements" / "agr-ggz-vt-kindcheck", v2)
-    rel = "agreements/agr-ggz-vt-kindcheck-v2/agreement.yaml"
-    edit(root, rel, 'version: "1.0"', 'version: "2.0"')
-    edit(
-        root,
-        rel,
-        "valid_from: 2025-01-01\nvalid_until: 2026-12-31",
-        "valid_from: 2026-07-01\nvalid_until: 2028-12-31",
-    )
+def add_kindcheck_version(root: Path, version: str, window: str) -> str:
+    """Puts the kindcheck agreement into the ``<id>/<version>/`` layout (1.0) and adds
+    ``version`` as a copy of it with the validity lines ``window``; returns the new
+    version's agreement.yaml path."""
+    folder = root / "agreements" / "agr-ggz-vt-kindcheck"
+    first = folder / "1.0"
+    if not first.exists():
+        first.mkdir()
+        for path in [p for p in folder.iterdir() if p.is_file()]:
+            path.rename(first / path.name)
+    shutil.copytree(first, folder / version)
+    rel = f"agreements/agr-ggz-vt-kindcheck/{version}/agreement.yaml"
+    edit(root, rel, 'version: "1.0"', f'version: "{version}"')
+    edit(root, rel, "valid_from: 2025-01-01\nvalid_until: 2026-12-31", window)
+    package = "agreements.agr_ggz_vt_kindcheck.v"
+    v_package = version.replace(".", "_")
+    for name in ("policy.rego", "policy_test.rego"):
+        edit(root, rel.replace("agreement.yaml", name), f"{package}1_0", f"{package}{v_package}")
+    return rel
+
+
+K1 = "agreements/agr-ggz-vt-kindcheck/1.0/agreement.yaml"
+
+
+def test_versions_side_by_side_validate(root: Path) -> None:
+    add_kindcheck_version(root, "2.0", "valid_from: 2027-01-01\nvalid_until: 2028-12-31")
+    add_kindcheck_version(root, "3.0", "valid_from: 2029-01-01")
+    assert problems(root) == []
+
+
+def test_overlapping_versions(root: Path) -> None:
+    rel = add_kindcheck_version(root, "2.0", "valid_from: 2026-07-01\nvalid_until: 2028-12-31")
     assert problems(root) == [
         at(
             root,
             rel,
             "^valid_from:",
             "version 2.0 (2026-07-01..2028-12-31) overlaps version 1.0 (2025-01-01..2026-12-31) "
-            f"in {K}",
+            f"in {K1}",
         )
+    ]
+
+
+def test_only_the_latest_version_may_be_open_ended(root: Path) -> None:
+    add_kindcheck_version(root, "2.0", "valid_from: 2027-01-01\nvalid_until: 2028-12-31")
+    edit(root, K1, "valid_until: 2026-12-31\n", "")
+    rel2 = "agreements/agr-ggz-vt-kindcheck/2.0/agreement.yaml"
+    assert problems(root) == [
+        at(
+            root,
+            K1,
+            "^valid_from:",
+            "version 1.0 has no valid_until, but version 2.0 starts later (2027-01-01); "
+            "only the latest version may be open-ended",
+        ),
+        at(
+            root,
+            rel2,
+            "^valid_from:",
+            f"version 2.0 (2027-01-01..2028-12-31) overlaps version 1.0 (2025-01-01..) in {K1}",
+        ),
+    ]
+
+
+def test_version_folder_must_match_the_file(root: Path) -> None:
+    rel = add_kindcheck_version(root, "2.0", "valid_from: 2027-01-01\nvalid_until: 2028-12-31")
+    (root / "agreements/agr-ggz-vt-kindcheck/2.0").rename(
+        root / "agreements/agr-ggz-vt-kindcheck/2"
+    )
+    rel = rel.replace("/2.0/", "/2/")
+    assert problems(root) == [
+        at(
+            root,
+            rel,
+            "^version:",
+            "version 2.0 does not match its folder agr-ggz-vt-kindcheck/2/",
+        )
+    ]
+
+
+def test_a_single_version_folder_may_not_hold_version_folders(root: Path) -> None:
+    folder = root / "agreements" / "agr-ggz-vt-kindcheck"
+    shutil.copytree(folder, root / "nested")
+    (root / "nested").rename(folder / "2.0")
+    assert problems(root) == [
+        "agreements/agr-ggz-vt-kindcheck/2.0/agreement.yaml:1: agr-ggz-vt-kindcheck/ holds an "
+        "agreement.yaml itself; put every version in its own folder <id>/<version>/; this "
+        "folder is ignored"
     ]
 
 
@@ -998,19 +1072,9 @@ def test_check_command_defaults_to_the_settings_policy_dir(root: Path) -> None:
     assert result.stderr.startswith(f"{K}:")
 
 
-def test_check_command_reports_a_loader_failure(root: Path) -> None:
-    # Two versions in two folders validate, but the loader still allows one folder per id.
-    v2 = root / "agreements" / "agr-ggz-vt-kindcheck-v2"
-    shutil.copytree(root / "agreements" / "agr-ggz-vt-kindcheck", v2)
-    rel = "agreements/agr-ggz-vt-kindcheck-v2/agreement.yaml"
-    edit(root, rel, 'version: "1.0"', 'version: "2.0"')
-    edit(
-        root,
-        rel,
-        "valid_from: 2025-01-01\nvalid_until: 2026-12-31",
-        "valid_from: 2027-01-01\nvalid_until: 2028-12-31",
-    )
+def test_check_command_lists_every_version(root: Path) -> None:
+    add_kindcheck_version(root, "2.0", "valid_from: 2027-01-01\nvalid_until: 2028-12-31")
     result = CliRunner().invoke(check_command, ["--policy-dir", str(root)])
-    assert result.exit_code == 1
-    assert "duplicate agreement id agr-ggz-vt-kindcheck" in result.stderr
-    assert "Traceback" not in result.output
+    assert result.exit_code == 0, result.output
+    assert "agr-ggz-vt-kindcheck v1.0:" in result.output
+    assert "agr-ggz-vt-kindcheck v2.0:" in result.output

@@ -1,5 +1,5 @@
 # Preconditions of agr-ggz-vt-kindcheck (kindcheck query GGZ -> Veilig Thuis).
-package agreements.agr_ggz_vt_kindcheck
+package agreements.agr_ggz_vt_kindcheck.v1_0
 
 import rego.v1
 

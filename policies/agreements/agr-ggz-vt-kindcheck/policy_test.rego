@@ -1,7 +1,7 @@
 # Unit tests of agr-ggz-vt-kindcheck (GGZ asks Veilig Thuis "is this household known?"),
 # run by `broker policy test`. Each test asks the shared decision procedure for a decision
 # with a complete input document (broker/core/types.py PolicyInput.to_document).
-package agreements.agr_ggz_vt_kindcheck_test
+package agreements.agr_ggz_vt_kindcheck.v1_0_test
 
 import rego.v1
 

@@ -1,7 +1,7 @@
 # Preconditions of agr-vt-politie-hg (Veilig Thuis <-> Politie). The purposes,
 # whitelists and legal bases are in agreement.yaml; the shared procedure in
 # policies/lib/decision.rego decides.
-package agreements.agr_vt_politie_hg
+package agreements.agr_vt_politie_hg.v3_0
 
 import rego.v1
 

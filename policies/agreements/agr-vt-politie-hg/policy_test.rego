@@ -2,7 +2,7 @@
 # Each test asks the shared decision procedure for a decision with a complete
 # input document (contract: broker/core/types.py PolicyInput.to_document) and
 # checks the reason code of every item.
-package agreements.agr_vt_politie_hg_test
+package agreements.agr_vt_politie_hg.v3_0_test
 
 import rego.v1
 

@@ -1,5 +1,5 @@
 # Preconditions of agr-vt-raad-vto (Veilig Thuis -> Raad voor de Kinderbescherming).
-package agreements.agr_vt_raad_vto
+package agreements.agr_vt_raad_vto.v1_4
 
 import rego.v1
 

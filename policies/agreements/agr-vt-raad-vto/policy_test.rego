@@ -1,7 +1,7 @@
 # Unit tests of agr-vt-raad-vto (Veilig Thuis -> Raad voor de Kinderbescherming), run by
 # `broker policy test`. Each test asks the shared decision procedure for a decision with a
 # complete input document (broker/core/types.py PolicyInput.to_document) and checks reasons.
-package agreements.agr_vt_raad_vto_test
+package agreements.agr_vt_raad_vto.v1_4_test
 
 import rego.v1
 

@@ -1,5 +1,5 @@
 # Preconditions and acute-danger evidence of agr-zvh-mdaplusplus (MDA++ case table).
-package agreements.agr_zvh_mdaplusplus
+package agreements.agr_zvh_mdaplusplus.v2_2
 
 import rego.v1
 

@@ -3,7 +3,7 @@
 # document (broker/core/types.py PolicyInput.to_document) and checks item reasons:
 # statutory purposes, the consent rule for minors (agreement consent_rule), consent
 # record selection (withdrawal, narrowing, most recent) and break-the-glass.
-package agreements.agr_zvh_mdaplusplus_test
+package agreements.agr_zvh_mdaplusplus.v2_2_test
 
 import rego.v1
 
