@@ -2,7 +2,7 @@
 over loopback; prints exchanges/s and p50/p95/p99 latency per database backend.
 
     ./dev bench [--backend sqlite|postgresql|both] [--engine embedded|regorus]
-                [--concurrency 32] [--seconds 20]
+                [--concurrency 32] [--seconds 20] [--instances N]
 
 The broker runs as its own process (`broker serve`, one uvicorn worker) with
 durable commits (SQLite WAL + synchronous=FULL; PostgreSQL defaults); the
@@ -10,6 +10,10 @@ simulated partner systems and population register run in a third process. Each
 request asks for 10 items (5 elements x 2 persons: 6 allowed and fetched from
 the police simulator, 4 denied), so every exchange is decided, fetched, audited
 (11 hash-chained entries) and JWE-encrypted.
+
+``--instances N`` (N > 1, PostgreSQL) also runs N broker processes on the one
+database behind one public URL, the partners spread over them round-robin, and
+prints that figure after the single-instance one.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ import aiohttp
 import psycopg
 
 from adapters.simulators.runner import spawn_process
+from broker.crypto.keys import BrokerKeyring, load_or_create_pseudonym_key
 from broker.db.migrate import upgrade
 from broker.partner_kit import PartnerClient
 from broker.settings import PROJECT_ROOT, Settings
 from tests.conftest import free_port, register_partners
+from tests.instances import spawn_broker, stop_broker
 
 REQUEST = {
     "agreement_id": "agr-vt-politie-hg",
@@ -74,8 +80,10 @@ def drop_database(name: str) -> None:
 
 
 async def drive(
-    base: str, token: str, concurrency: int, seconds: float, warmup: float
+    base: str | list[str], token: str, concurrency: int, seconds: float, warmup: float
 ) -> tuple[list[float], int, float]:
+    """``base``: one broker, or several sharing the work round-robin per partner."""
+    bases = [base] if isinstance(base, str) else base
     latencies: list[float] = []
     errors = 0
     body = json.dumps(REQUEST).encode()
@@ -86,7 +94,7 @@ async def drive(
         measure_from = start + warmup
         stop_at = measure_from + seconds
 
-        async def worker() -> None:
+        async def worker(base: str) -> None:
             nonlocal errors
             while True:
                 t0 = time.perf_counter()
@@ -102,7 +110,7 @@ async def drive(
                     else:
                         errors += 1
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(bases[i % len(bases)]) for i in range(concurrency)))
     return latencies, errors, seconds
 
 
@@ -112,7 +120,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_backend(
-    backend: str, args: argparse.Namespace, sims: dict[str, Any], tmp: Path
+    backend: str,
+    args: argparse.Namespace,
+    sims: dict[str, Any],
+    tmp: Path,
+    instances: int = 1,
 ) -> dict[str, Any]:
     url, pg_name = database_for(backend, tmp)
     port = free_port()
@@ -123,6 +135,9 @@ async def run_backend(
         public_url=f"http://127.0.0.1:{port}",
     )
     upgrade(settings.sync_database_url)
+    if instances > 1:  # one set of broker keys for every instance, made before they start
+        BrokerKeyring.load_or_create(settings.keys_dir)
+        load_or_create_pseudonym_key(settings.keys_dir)
     partners = await register_partners(settings, sims)
     env = dict(
         os.environ,
@@ -148,6 +163,8 @@ async def run_backend(
         env=env,
         cwd=PROJECT_ROOT,
     )
+    others: list[subprocess.Popen[bytes]] = []
+    bases = [settings.public_url]
     try:
         deadline = time.monotonic() + 30
         async with aiohttp.ClientSession() as http:
@@ -161,6 +178,10 @@ async def run_backend(
                 if time.monotonic() > deadline:
                     raise RuntimeError("broker did not start")
                 await asyncio.sleep(0.1)
+        for _ in range(instances - 1):  # the same public URL (token audience), own ports
+            extra = free_port()
+            others.append(await asyncio.to_thread(spawn_broker, extra, env, workers=args.workers))
+            bases.append(f"http://127.0.0.1:{extra}")
         vt = partners["veilig_thuis"]
         client = PartnerClient(settings.public_url, vt["oin"], {"keys": vt["keys"]})
         token = await client.token()
@@ -170,9 +191,15 @@ async def run_backend(
         assert len(released["items"]) == 6, released
         await client.aclose()
         latencies, errors, seconds = await drive(
-            settings.public_url, token, args.concurrency, args.seconds, args.warmup
+            bases if instances > 1 else settings.public_url,
+            token,
+            args.concurrency,
+            args.seconds,
+            args.warmup,
         )
     finally:
+        for other in others:
+            stop_broker(other)
         broker.terminate()
         broker.wait(timeout=10)
         if pg_name:
@@ -181,6 +208,7 @@ async def run_backend(
         "backend": backend,
         "engine": args.engine,
         "workers": args.workers,
+        "instances": instances,
         "concurrency": args.concurrency,
         "exchanges": len(latencies),
         "errors": errors,
@@ -205,6 +233,12 @@ async def main() -> None:
         default="embedded",
         help="policy engine: embedded (regopy, the default) or regorus",
     )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="PostgreSQL: also run N broker instances on one database (after one)",
+    )
     args = parser.parse_args()
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     with tempfile.TemporaryDirectory() as d:
@@ -214,6 +248,9 @@ async def main() -> None:
             for backend in backends:
                 result = await run_backend(backend, args, sims, tmp)
                 print(json.dumps(result), flush=True)
+                if backend == "postgresql" and args.instances > 1:
+                    result = await run_backend(backend, args, sims, tmp, args.instances)
+                    print(json.dumps(result), flush=True)
         finally:
             sims_proc.terminate()
             sims_proc.wait(timeout=10)

@@ -1,6 +1,8 @@
 """Agency registry: onboarding, key rotation, disabling; and a cached directory
 for the hot path (lookups by OIN and by party type, refreshed every few seconds
-so a change made by another instance is seen quickly)."""
+so a change made by another instance is seen quickly). Every write announces
+itself (``broker.cluster.changes``) so that running instances drop their cached
+entries at once; the cache lifetime bounds the delay when an announcement is lost."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from broker.agencies.models import Agency, AgencyKey
+from broker.cluster.changes import AGENCIES, announce
 from broker.core.errors import Conflict, InvalidRequest, NotFound
 from broker.crypto.keys import PartnerKey, parse_jwks, validate_public_jwk
 from broker.db.session import Database
@@ -120,6 +123,7 @@ class AgencyService:
             ]
             session.add(agency)
             try:
+                await announce(session, AGENCIES)  # other instances drop their cache
                 await session.commit()
             except IntegrityError as exc:
                 raise Conflict("An agency with this OIN exists") from exc
@@ -144,6 +148,7 @@ class AgencyService:
                 raise NotFound("No such agency")
             agency.active = active
             agency.updated_at = datetime.now(UTC)
+            await announce(session, AGENCIES)  # other instances drop their cache
             await session.commit()
         return await self.get(oin)
 
@@ -154,6 +159,7 @@ class AgencyService:
                 raise NotFound("No such agency")
             agency.endpoint_url = endpoint_url
             agency.updated_at = datetime.now(UTC)
+            await announce(session, AGENCIES)  # other instances drop their cache
             await session.commit()
         return await self.get(oin)
 
@@ -180,6 +186,7 @@ class AgencyService:
             )
             agency.updated_at = now
             try:
+                await announce(session, AGENCIES)  # other instances drop their cache
                 await session.commit()
             except IntegrityError as exc:
                 raise Conflict("This key id is registered already") from exc
@@ -200,6 +207,7 @@ class AgencyService:
             key.active = False
             key.removed_at = now
             agency.updated_at = now
+            await announce(session, AGENCIES)  # other instances drop their cache
             await session.commit()
         return await self.get(oin)
 

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from broker.agreements.upload import MAX_FILE_BYTES, upload_agreement
+from broker.agreements.replication import record_upload
+from broker.agreements.upload import MAX_FILE_BYTES, Uploaded, upload_agreement
 from broker.core.clock import dutch_date
 from broker.core.errors import Forbidden
 from broker.deps import CurrentAgency, ServicesDep, require_json
@@ -125,7 +126,7 @@ async def _list(services: ServicesDep) -> list[AgreementOut]:
             title=str(s.agreement.source.get("title", s.agreement.id)),
             status=str(s.agreement.source.get("status", "")),
             valid_from=str(s.agreement.source.get("valid_from", "")),
-            valid_until=str(s.agreement.source.get("valid_until", "")),
+            valid_until=s.agreement.valid_until or "",
             content_hash=s.agreement.content_hash,
             state=s.state,
             purposes=sorted(s.agreement.purposes),
@@ -174,7 +175,8 @@ async def sign_agreement(
     if row.agreement_id != agreement_id:
         raise Forbidden("The signature is for another agreement")
     await services.watcher.check()  # takes effect here at once, elsewhere on the next poll
-    return next(a for a in await _list(services) if a.id == agreement_id)
+    listed = await _list(services)
+    return next(a for a in listed if a.id == agreement_id and a.version == row.version)
 
 
 async def _agreement_admin(principal: CurrentAgency, services: ServicesDep) -> Principal:
@@ -220,12 +222,21 @@ _UPLOAD_PROBLEMS: dict[int | str, dict[str, object]] = {
 async def upload(
     body: AgreementUploadIn, principal: AgreementAdmin, services: ServicesDep
 ) -> AgreementOut:
+    files = {str(name): text for name, text in body.files.items()}
+
+    async def record(uploaded: Uploaded) -> int:
+        return await record_upload(services.db, uploaded, files, principal.oin)
+
     uploaded = await upload_agreement(
-        {str(name): text for name, text in body.files.items()},
+        files,
         uploader=principal.oin,
         current=lambda: services.policy_set,
         watcher=services.watcher,
         audit=services.audit,
         lock=services.agreements.upload_lock,
+        record=record,
     )
-    return next(a for a in await _list(services) if a.id == uploaded.agreement_id)
+    listed = await _list(services)
+    return next(
+        a for a in listed if a.id == uploaded.agreement_id and a.version == uploaded.version
+    )

@@ -17,15 +17,16 @@ import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
 import jwt
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.exc import IntegrityError
 
-from audit.log import AuditRecord, AuditWriter
+from audit.log import AuditRecord, AuditWriter, RowUpdate
 from broker.agencies.service import AgencyView
-from broker.agreements.models import AgreementSignature
+from broker.agreements.models import AgreementSignature, AgreementState
+from broker.cluster.changes import AGREEMENTS, announce
 from broker.core.canonical import canonical_json
 from broker.core.errors import Conflict, ErrorCode, Forbidden, InvalidRequest, NotFound
 from broker.db.session import Database
@@ -94,7 +95,7 @@ def effective_state(agreement: Agreement, fully_signed: bool, today: date) -> st
         return f"status:{status}"
     if today.isoformat() < str(agreement.source.get("valid_from", "")):
         return "not_yet_valid"
-    if today.isoformat() > str(agreement.source.get("valid_until", "")):
+    if agreement.valid_until is not None and today.isoformat() > agreement.valid_until:
         return "expired"
     return "in_force" if fully_signed else "unsigned"
 
@@ -103,7 +104,7 @@ class AgreementService:
     def __init__(self, db: Database, audit: AuditWriter | None = None) -> None:
         self._db = db
         self._audit = audit
-        self._last_states: dict[str, tuple[str, str]] = {}
+        self._last_states: dict[tuple[str, str], tuple[str, str]] = {}
         self.upload_lock = asyncio.Lock()  # one agreement upload at a time (upload.py)
 
     async def fingerprint(self) -> tuple[int, str]:
@@ -115,7 +116,7 @@ class AgreementService:
         return int(count), str(latest)
 
     async def statuses(self, policy_set: PolicySet, today: date) -> list[AgreementStatus]:
-        hashes = {a.content_hash for a in policy_set.agreements.values()}
+        hashes = {a.content_hash for a in policy_set.all_versions()}
         async with self._db.session() as session:
             rows = (
                 await session.scalars(
@@ -123,7 +124,7 @@ class AgreementService:
                 )
             ).all()
         out = []
-        for agreement in policy_set.agreements.values():
+        for agreement in policy_set.all_versions():
             mine = [
                 r
                 for r in rows
@@ -152,10 +153,10 @@ class AgreementService:
         return out
 
     async def enforce(self, policy_set: PolicySet, today: date) -> PolicySet:
-        """The policy set enforcing only fully signed agreements; records every
-        change in what is enforced in the audit log."""
+        """The policy set enforcing only fully signed agreement versions; records
+        every change in what is enforced in the audit log."""
         statuses = await self.statuses(policy_set, today)
-        enforced = frozenset(s.agreement.id for s in statuses if s.fully_signed)
+        enforced = frozenset(s.agreement.content_hash for s in statuses if s.fully_signed)
         await self._record_states(statuses)
         return policy_set.with_enforced(enforced)
 
@@ -163,9 +164,10 @@ class AgreementService:
         records = []
         for s in statuses:
             key = (s.state, s.agreement.content_hash)
-            if self._last_states.get(s.agreement.id) == key:
+            version = (s.agreement.id, s.agreement.version)
+            if self._last_states.get(version) == key:
                 continue
-            self._last_states[s.agreement.id] = key
+            self._last_states[version] = key
             records.append(
                 AuditRecord(
                     kind="agreement_state",
@@ -182,7 +184,35 @@ class AgreementService:
                 )
             )
         if records and self._audit is not None:
-            await self._audit.append(records)
+            await asyncio.gather(*(self._record_once(self._audit, r) for r in records))
+
+    async def _record_once(self, audit: AuditWriter, record: AuditRecord) -> None:
+        """Appends an ``agreement_state`` record unless the log holds that state of
+        the version already (another instance, or this one before a restart,
+        recorded it): the ``agreement_states`` row changes in the same commit,
+        guarded by its previous value, so concurrent instances record it once."""
+        agreement = record.body["agreement"]
+        key = {"agreement_id": agreement["id"], "version": agreement["version"]}
+        values = {"state": record.body["state"], "content_hash": agreement["hash"]}
+        table = cast(Table, AgreementState.__table__)
+        for _ in range(3):
+            async with self._db.session() as session:
+                row = await session.get(AgreementState, (key["agreement_id"], key["version"]))
+            seen = None if row is None else {"state": row.state, "content_hash": row.content_hash}
+            if seen == values:
+                return
+            now = datetime.now(UTC)
+            rows: list[tuple[Table, dict[str, Any]]] = []
+            updates: list[RowUpdate] = []
+            if seen is None:
+                rows.append((table, {**key, **values, "recorded_at": now}))
+            else:
+                updates.append(RowUpdate(table, {**key, **seen}, {**values, "recorded_at": now}))
+            try:
+                await audit.append([record], rows=rows, updates=updates)
+            except Conflict:
+                continue  # another instance recorded a change meanwhile: look again
+            return
 
     async def sign_as(
         self,
@@ -190,22 +220,28 @@ class AgreementService:
         signer: AgencyView,
         private_jwk: dict[str, Any],
         agreement_ids: list[str] | None = None,
+        version: str | None = None,
     ) -> list[str]:
-        """Signs (with ``private_jwk``) and submits every agreement of the set that
-        lists ``signer`` as a signatory and that it has not signed yet; returns
-        the ids signed. The same as a signatory doing it with its own tools."""
+        """Signs (with ``private_jwk``) and submits, of every agreement (or of
+        ``agreement_ids``), ``version`` (default: the version in force today, or the
+        latest) when it lists ``signer`` as a signatory and ``signer`` has not
+        signed it yet; returns the versions signed as ``<id> <version>``. The same
+        as a signatory doing it with its own tools."""
         done = []
-        statuses = await self.statuses(policy_set, datetime.now(UTC).date())
+        today = datetime.now(UTC).date()
+        statuses = await self.statuses(policy_set, today)
         for status in statuses:
             agreement = status.agreement
             if agreement_ids is not None and agreement.id not in agreement_ids:
+                continue
+            if agreement is not policy_set.select(agreement.id, version, today):
                 continue
             mine = [e for e in signatories(agreement) if _matches(e, signer.party_type, signer.oin)]
             if not mine or any(e.signed_by_oin == signer.oin for e in status.signatories):
                 continue
             jws = sign(agreement, party=signer.party_type, oin=signer.oin, private_jwk=private_jwk)
             await self.submit(jws, signer=signer, policy_set=policy_set)
-            done.append(agreement.id)
+            done.append(f"{agreement.id} {agreement.version}")
         return done
 
     async def submit(
@@ -233,9 +269,12 @@ class AgreementService:
             raise Forbidden("The signature does not verify") from exc
         if not isinstance(payload, dict):
             raise InvalidRequest("The signed payload is not an object", field="jws")
-        agreement = policy_set.agreements.get(str(payload.get("agreement_id")))
-        if agreement is None:
+        agreement_id = str(payload.get("agreement_id"))
+        if agreement_id not in policy_set.versions:
             raise NotFound("No such agreement")
+        agreement = policy_set.version(agreement_id, str(payload.get("version")))
+        if agreement is None:
+            agreement = policy_set.agreements[agreement_id]  # answered below: another version
         if payload.get("oin") != signer.oin or payload.get("party") != signer.party_type:
             raise Forbidden("The signature names another organisation")
         if (
@@ -266,6 +305,8 @@ class AgreementService:
         async with self._db.session() as session:
             session.add(row)
             try:
+                await session.flush()
+                await announce(session, AGREEMENTS)  # the other instances reload
                 await session.commit()
             except IntegrityError as exc:
                 raise Conflict("This organisation signed this version already") from exc

@@ -10,8 +10,13 @@ in one ``renameat2(RENAME_EXCHANGE)``, so a loader never sees the agreement miss
 The previous version's folder is kept as ``previous/<id>.previous-<version>``
 (outside ``agreements/``, so it is never loaded). Uploads are serialised by an
 asyncio lock in the process and an advisory lock (``flock``) on the policy root
-across processes. A new version is not enforced until every signatory signed its
-content hash.
+across processes. An agreement whose versions live side by side
+(``agreements/<id>/<version>/``) gets the upload as one more version folder
+``<id>/<version>/``, replacing nothing (its validity window must not overlap the
+others'). A new version is not enforced until every signatory signed its
+content hash. ``record`` stores the installed upload in the database, from which
+every other broker instance installs it (``broker.agreements.replication``); if
+that fails, the upload is undone.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +59,9 @@ MAX_ERRORS = 50
 # A folder name on every file system: no dots (so never "." or ".."), no separators.
 SAFE_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,98}[A-Za-z0-9])?")
 
+# A version label as a folder name: no separators, never "." or "..".
+SAFE_VERSION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,30}[A-Za-z0-9])?")
+
 _ID_LINE = re.compile(r"^id[ \t]*:", re.MULTILINE)
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -65,6 +73,7 @@ class Uploaded:
     version: str
     content_hash: str
     previous: Agreement | None
+    folder: str = ""  # where it was installed, relative to agreements/
 
 
 def _identify(text: str) -> tuple[str, str]:
@@ -312,6 +321,7 @@ async def upload_agreement(
     watcher: PolicyWatcher,
     audit: AuditWriter,
     lock: asyncio.Lock,
+    record: Callable[[Uploaded], Awaitable[object]] | None = None,
 ) -> Uploaded:
     """Checks, records and installs an agreement folder; raises ``AgreementRejected``
     (422), ``Conflict`` (409) or ``ServiceUnavailable`` (503)."""
@@ -320,8 +330,20 @@ async def upload_agreement(
         root = current().root  # the policy folder, resolved
         fd = await _acquire(root)
         try:
-            previous = current().agreements.get(agreement_id)
-            folder = previous.folder.name if previous is not None else agreement_id
+            place = placement(current(), agreement_id, version)
+            folder, previous = place.folder, place.replaces
+            if place.side_by_side:
+                # One more version folder beside the others; nothing is replaced.
+                if previous is not None:
+                    raise Conflict(f"{agreement_id} has a version {version} already")
+                if not SAFE_VERSION.fullmatch(version) or ".." in version:
+                    raise AgreementRejected(
+                        "The version is not a safe folder name",
+                        errors=[
+                            f"agreement.yaml:1: version {version[:40]!r} is not a safe "
+                            "folder name (letters, digits, '.', '-' and '_')"
+                        ],
+                    )
             if previous is None and await asyncio.to_thread((root / "agreements" / folder).exists):
                 raise Conflict(f"The folder agreements/{folder} exists and holds no agreement")
             if previous is not None and previous.version == version:
@@ -335,34 +357,69 @@ async def upload_agreement(
             except OSError as exc:
                 raise ServiceUnavailable("The policy folder could not be written") from exc
             await watcher.check()  # takes effect here at once, elsewhere on the next poll
-            loaded = current().agreements.get(agreement_id)
+            loaded = current().version(agreement_id, version)
             if loaded is None or loaded.content_hash != content_hash:
                 # The set with the upload validated on the copy but did not load here.
                 error = watcher.last_error or "the policy set was not reloaded"
                 await asyncio.to_thread(_uninstall, root, folder, archive)
                 await watcher.check()
-                await audit.append(
-                    [
-                        AuditRecord(
-                            kind="agreement_upload_undone",
-                            body={
-                                "agreement": {
-                                    "id": agreement_id,
-                                    "version": version,
-                                    "hash": content_hash,
-                                },
-                                "uploader": uploader,
-                            },
-                        )
-                    ]
-                )
+                await audit.append([_undone(agreement_id, version, content_hash, uploader)])
                 raise AgreementRejected(
                     "The policy set with this agreement did not load; the upload is undone",
                     errors=[_relative(error, folder, root)],
                 )
+            uploaded = Uploaded(agreement_id, version, content_hash, previous, folder)
+            if record is not None:
+                try:
+                    await record(uploaded)
+                except BrokerError:  # the other instances would never see it: undone
+                    await asyncio.to_thread(_uninstall, root, folder, archive)
+                    await watcher.check()
+                    await audit.append([_undone(agreement_id, version, content_hash, uploader)])
+                    raise
         finally:
             os.close(fd)
-    return Uploaded(agreement_id, version, content_hash, previous)
+    return uploaded
+
+
+def _undone(agreement_id: str, version: str, content_hash: str, uploader: str) -> AuditRecord:
+    return AuditRecord(
+        kind="agreement_upload_undone",
+        body={
+            "agreement": {"id": agreement_id, "version": version, "hash": content_hash},
+            "uploader": uploader,
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where an upload of one agreement version is installed in a policy folder."""
+
+    folder: str  # relative to agreements/: ``<id>`` (or the folder's name), ``<id>/<version>``
+    replaces: Agreement | None  # the loaded version whose folder it takes over
+    side_by_side: bool  # one more ``<id>/<version>/`` folder beside the agreement's others
+
+
+def placement(policy_set: PolicySet, agreement_id: str, version: str) -> Placement:
+    """Where ``version`` of ``agreement_id`` goes in ``policy_set``'s folder: a new
+    agreement as ``<id>``; for a single-version agreement its folder, replacing
+    that version; for versions side by side ``<id>/<version>`` (``replaces``: the
+    version of that label, if loaded). Used by uploads and by the instances that
+    install an upload taken elsewhere (``broker.agreements.replication``)."""
+    latest = policy_set.agreements.get(agreement_id)
+    if latest is None:
+        return Placement(agreement_id, None, side_by_side=False)
+    if _side_by_side(latest):
+        folder = f"{latest.folder.parent.name}/{version}"
+        return Placement(folder, policy_set.version(agreement_id, version), side_by_side=True)
+    return Placement(latest.folder.name, latest, side_by_side=False)
+
+
+def _side_by_side(agreement: Agreement) -> bool:
+    """Whether the agreement's versions live in ``<id>/<version>/`` folders."""
+    folder = agreement.folder
+    return folder.name == agreement.version and folder.parent.parent.name == "agreements"
 
 
 def _record(

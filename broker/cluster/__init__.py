@@ -1,0 +1,1 @@
+"""Several broker instances on one database: change announcements between them."""
