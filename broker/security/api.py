@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 
 from broker.core.errors import AuthenticationFailed, ErrorCode
+from broker.crypto.keys import BundleSigningKey
 from broker.deps import ServicesDep
 from broker.exchange.schemas import Problem, TokenResponse
 from broker.security.tokens import ALLOWED_ALGS
@@ -72,7 +73,12 @@ async def token(request: Request, services: ServicesDep) -> dict[str, Any]:
 
 @router.get("/oauth/jwks", summary="The broker's public signing keys (JWKS)")
 async def jwks(services: ServicesDep) -> dict[str, Any]:
-    return services.keyring.public_jwks()
+    document = services.keyring.public_jwks()
+    # The ES256 key that signs the OPA policy bundles, once one was made (broker.policy.bundle).
+    bundle_key = BundleSigningKey.load(services.settings.keys_dir)
+    if bundle_key is not None:
+        document["keys"].append(bundle_key.public_jwk())
+    return document
 
 
 @router.get(
