@@ -7,10 +7,14 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | x25519.X25519PrivateKey
 
@@ -115,3 +119,60 @@ def ed25519_public_raw(jwk: dict[str, Any]) -> bytes:
     raw = b64u_decode(jwk["x"])
     ed25519.Ed25519PublicKey.from_public_bytes(raw)  # validates the length
     return raw
+
+
+def ed25519_signer(private_jwk: dict[str, Any]) -> Callable[[bytes], bytes]:
+    """A function that signs with the key of an OKP/Ed25519 private JWK (parsed once)."""
+    if private_jwk.get("kty") != "OKP" or private_jwk.get("crv") != "Ed25519":
+        raise ValueError("not an Ed25519 key")
+    return ed25519.Ed25519PrivateKey.from_private_bytes(b64u_decode(private_jwk["d"])).sign
+
+
+def _p256_private(private_jwk: dict[str, Any]) -> ec.EllipticCurvePrivateKey:
+    if private_jwk.get("kty") != "EC" or private_jwk.get("crv") != "P-256":
+        raise ValueError("not a P-256 key")
+    d = int.from_bytes(b64u_decode(private_jwk["d"]), "big")
+    return ec.derive_private_key(d, ec.SECP256R1())
+
+
+def es256_sign_deterministic(private_jwk: dict[str, Any], message: bytes) -> bytes:
+    """A JWS ES256 signature (raw r || s) made with deterministic ECDSA (RFC 6979),
+    so the same message and key always give the same signature."""
+    key = _p256_private(private_jwk)
+    der = key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    r, s = decode_dss_signature(der)
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def public_pem(jwk: dict[str, Any]) -> str:
+    """The SubjectPublicKeyInfo PEM ("PUBLIC KEY") of a P-256 JWK."""
+    if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+        raise ValueError("not a P-256 key")
+    numbers = ec.EllipticCurvePublicNumbers(
+        int.from_bytes(b64u_decode(jwk["x"]), "big"),
+        int.from_bytes(b64u_decode(jwk["y"]), "big"),
+        ec.SECP256R1(),
+    )
+    pem = numbers.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem.decode("ascii")
+
+
+def aes256gcm_seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM with a fresh random 96-bit nonce; returns nonce || ciphertext || tag."""
+    if len(key) != 32:
+        raise ValueError("AES-256-GCM needs a 32-byte key")
+    nonce = os.urandom(12)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def aes256gcm_open(key: bytes, sealed: bytes, aad: bytes) -> bytes:
+    """Opens ``aes256gcm_seal`` output; raises ValueError when the key, the associated
+    data or the bytes do not match."""
+    if len(key) != 32 or len(sealed) < 28:
+        raise ValueError("not an AES-256-GCM ciphertext for this key")
+    try:
+        return AESGCM(key).decrypt(sealed[:12], sealed[12:], aad)
+    except InvalidTag as exc:
+        raise ValueError("the ciphertext does not open with this key and associated data") from exc

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from joserfc import jwe
 from joserfc.jwk import ECKey, OKPKey
 
-from broker.core.canonical import canonical_json
 from broker.crypto.keys import CONTENT_ENC, ENCRYPTION_ALG, PartnerKey
 
 
@@ -36,7 +36,8 @@ class Sealer:
             "kid": key.kid,
             "cty": "application/json",
         }
-        token: str = jwe.encrypt_compact(header, canonical_json(payload), self._key(owner, key))
+        # Compact JSON; the plaintext is not signed, so it need not be canonical.
+        token: str = jwe.encrypt_compact(header, orjson.dumps(payload), self._key(owner, key))
         return token
 
     def forget(self, owner: str) -> None:

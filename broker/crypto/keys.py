@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from joserfc.jwk import ECKey, OKPKey
 
 from broker.core.errors import KeyError_
 from broker.crypto import _primitives as p
+from broker.crypto.signers import FileSigner, Signature, Signer, public_signing_jwk
+from broker.settings import KeyBackend
+
+if TYPE_CHECKING:
+    from broker.crypto.hsm import Pkcs11Token
+    from broker.settings import Settings
 
 SIGNING_ALGS = {"EdDSA": ("OKP", "Ed25519"), "ES256": ("EC", "P-256")}
 ENCRYPTION_CURVES = {"X25519": "OKP", "P-256": "EC"}
 ENCRYPTION_ALG = "ECDH-ES+A256KW"
 CONTENT_ENC = "A256GCM"
+KEYRING_FILE = "broker-signing.jwks.json"
 
 
 def generate_jwk(kind: str, *, use: str) -> dict[str, Any]:
@@ -94,25 +102,51 @@ def parse_jwks(document: Any) -> list[PartnerKey]:
 
 
 class BrokerKeyring:
-    """The broker's own signing keys (Ed25519), newest first. File-based by default."""
+    """The broker's own signing keys (Ed25519), newest first: the first signs,
+    every key verifies. Each key is a ``Signer``: a file key (the default) or a
+    key pair inside a PKCS#11 token (``broker.crypto.hsm``); ``open_keyring``
+    picks the backend from the settings. ``verify_only`` public keys (the file
+    keys of a broker that moved to an HSM) keep verifying what they signed."""
 
-    def __init__(self, private_jwks: list[dict[str, Any]]) -> None:
-        if not private_jwks:
+    def __init__(
+        self,
+        private_jwks: list[dict[str, Any]] | None = None,
+        *,
+        signers: Sequence[Signer] = (),
+        verify_only: Sequence[dict[str, Any]] = (),
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self._private_jwks = list(private_jwks or [])
+        self._signers: list[Signer] = [FileSigner(k) for k in self._private_jwks]
+        self._signers += list(signers)
+        if not self._signers:
             raise KeyError_("the broker keyring is empty")
-        self._keys = private_jwks
-        self._signers = [jwt.PyJWK(k) for k in private_jwks]
-        self._verifiers = {k["kid"]: jwt.PyJWK(p.public_jwk(k)) for k in private_jwks}
+        self._public = [s.public_jwk() for s in self._signers]
+        known = {k["kid"] for k in self._public}
+        self._public += [
+            k for k in (public_signing_jwk(v) for v in verify_only) if k["kid"] not in known
+        ]
+        self._verifiers = {k["kid"]: jwt.PyJWK(k) for k in self._public}
+        self._on_close = on_close
+
+    @property
+    def signer(self) -> Signer:
+        """The active key: what the broker signs with now."""
+        return self._signers[0]
 
     @property
     def active_kid(self) -> str:
-        return str(self._keys[0]["kid"])
+        return self._signers[0].kid
 
     @property
     def active_alg(self) -> str:
-        return str(self._keys[0]["alg"])
+        return self._signers[0].alg
 
     def signing_key(self) -> Any:
-        return self._signers[0].key
+        """The active private key object (file keys only; an HSM key never leaves it)."""
+        if not self._private_jwks:
+            raise KeyError_("the active broker key is held in a PKCS#11 token")
+        return jwt.PyJWK(self._private_jwks[0]).key
 
     def verification_key(self, kid: str) -> Any:
         try:
@@ -121,25 +155,37 @@ class BrokerKeyring:
             raise KeyError_("unknown broker key id") from exc
 
     def public_jwks(self) -> dict[str, Any]:
-        return {"keys": [p.public_jwk(k) for k in self._keys]}
+        return {"keys": [dict(k) for k in self._public]}
+
+    def sign(self, message: bytes) -> Signature:
+        """Signs ``message`` with the active key; says which algorithm and key id."""
+        signer = self._signers[0]
+        return Signature(signer.sign(message), signer.alg, signer.kid)
+
+    async def sign_async(self, message: bytes) -> Signature:
+        signer = self._signers[0]
+        return Signature(await signer.sign_async(message), signer.alg, signer.kid)
 
     def sign_raw(self, message: bytes) -> bytes:
         """A raw Ed25519 signature by the active key (signed notes, checkpoints)."""
-        try:
-            return p.ed25519_sign(self._keys[0], message)
-        except ValueError as exc:
-            raise KeyError_("the active broker key is not an Ed25519 key") from exc
+        return self._signers[0].sign(message)
 
     def public_key_raw(self) -> bytes:
         """The active key's raw 32-byte Ed25519 public key."""
         try:
-            return p.ed25519_public_raw(self._keys[0])
+            return p.ed25519_public_raw(self._public[0])
         except ValueError as exc:
             raise KeyError_("the active broker key is not an Ed25519 key") from exc
 
+    def close(self) -> None:
+        """Releases the backend (PKCS#11 sessions); file keys hold nothing."""
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
+
     @classmethod
     def load_or_create(cls, keys_dir: Path) -> BrokerKeyring:
-        path = keys_dir / "broker-signing.jwks.json"
+        path = keys_dir / KEYRING_FILE
         if not path.exists():
             keys_dir.mkdir(parents=True, exist_ok=True)
             write_secret_json(path, {"keys": [generate_jwk("Ed25519", use="sig")]})
@@ -152,12 +198,88 @@ class BrokerKeyring:
     @staticmethod
     def rotate(keys_dir: Path) -> str:
         """Adds a new signing key in front; older keys keep verifying."""
-        path = keys_dir / "broker-signing.jwks.json"
+        path = keys_dir / KEYRING_FILE
         data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"keys": []}
         new = generate_jwk("Ed25519", use="sig")
         data["keys"].insert(0, new)
+        keys_dir.mkdir(parents=True, exist_ok=True)
         write_secret_json(path, data)
         return str(new["kid"])
+
+    @staticmethod
+    def retire(keys_dir: Path, kid: str) -> None:
+        """Removes a key that no longer signs; what it signed stops verifying."""
+        path = keys_dir / KEYRING_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise KeyError_("the broker keyring cannot be read") from exc
+        kids = [k.get("kid") for k in data["keys"]]
+        if kid not in kids:
+            raise KeyError_("unknown broker key id")
+        if kids[0] == kid:
+            raise KeyError_("the active key cannot be retired; rotate first")
+        data["keys"] = [k for k in data["keys"] if k.get("kid") != kid]
+        write_secret_json(path, data)
+
+
+def file_public_keys(keys_dir: Path) -> list[dict[str, Any]]:
+    """The public halves of the file keyring, if there is one (verify-only use)."""
+    path = keys_dir / KEYRING_FILE
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [public_signing_jwk(k) for k in data["keys"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KeyError_("the broker keyring cannot be read") from exc
+
+
+def open_pkcs11_token(settings: Settings) -> Pkcs11Token:
+    """The configured token, logged in (imported here: the file backend needs no PKCS#11)."""
+    from broker.crypto.hsm import Pkcs11Token  # noqa: PLC0415
+
+    if (
+        settings.pkcs11_module is None
+        or settings.pkcs11_token_label is None
+        or settings.pkcs11_pin is None
+    ):
+        raise KeyError_(
+            "BROKER_PKCS11_MODULE, BROKER_PKCS11_TOKEN_LABEL and BROKER_PKCS11_PIN are required"
+        )
+    return Pkcs11Token(
+        settings.pkcs11_module,
+        settings.pkcs11_token_label,
+        settings.pkcs11_pin.get_secret_value(),
+    )
+
+
+def open_keyring(settings: Settings) -> BrokerKeyring:
+    """The broker's keyring from the configured backend (BROKER_KEY_BACKEND).
+
+    ``file``: the keys folder, created on first use. ``pkcs11``: every key pair
+    under BROKER_PKCS11_KEY_LABEL in the token, newest first; the token must hold
+    one already (``broker keys init-hsm``). File keys left in the keys folder
+    keep verifying (public halves only)."""
+    if settings.key_backend is KeyBackend.FILE:
+        return BrokerKeyring.load_or_create(settings.keys_dir)
+    from broker.crypto.hsm import Pkcs11Signer  # noqa: PLC0415
+
+    token = open_pkcs11_token(settings)
+    try:
+        keys = token.keys(settings.pkcs11_key_label)
+        signers = [Pkcs11Signer(token, keys[0])] if keys else []
+        verify_only = [k.public_jwk for k in keys[1:]] + file_public_keys(settings.keys_dir)
+    except BaseException:
+        token.close()
+        raise
+    if not signers:
+        token.close()
+        raise KeyError_(
+            f"the PKCS#11 token holds no key labelled {settings.pkcs11_key_label}/...; "
+            "run: broker keys init-hsm"
+        )
+    return BrokerKeyring(signers=signers, verify_only=verify_only, on_close=token.close)
 
 
 def write_secret_json(path: Path, data: Any) -> None:
@@ -192,3 +314,56 @@ class Pseudonymizer:
 
     def household(self, household_id: str) -> str:
         return "hh:" + p.hmac_sha256(self._key, b"household:" + household_id.encode()).hex()[:40]
+
+
+class BundleSigningKey:
+    """The broker's key for signing OPA policy bundles: ES256 (P-256), because
+    OPA verifies bundle signatures with RSA, ECDSA or HMAC keys (EdDSA only in
+    recent releases). Kept beside the broker keys, published in its JWKS."""
+
+    FILE = "bundle-signing.jwks.json"
+    alg = "ES256"
+
+    def __init__(self, private_jwk: dict[str, Any]) -> None:
+        if private_jwk.get("kty") != "EC" or private_jwk.get("crv") != "P-256":
+            raise KeyError_("the bundle-signing key is not a P-256 key")
+        self._jwk = private_jwk
+
+    @property
+    def kid(self) -> str:
+        return str(self._jwk["kid"])
+
+    def public_jwk(self) -> dict[str, Any]:
+        return p.public_jwk(self._jwk)
+
+    def public_pem(self) -> str:
+        """The public key as OPA's bundle verification configuration takes it."""
+        return p.public_pem(self._jwk)
+
+    def sign_jws(self, header: dict[str, Any], payload: dict[str, Any]) -> str:
+        """A compact JWS (ES256) over compact JSON with sorted keys; deterministic
+        ECDSA, so the same header and payload always give the same token."""
+        signing_input = (
+            p.b64u(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+            + "."
+            + p.b64u(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
+        )
+        signature = p.es256_sign_deterministic(self._jwk, signing_input.encode("ascii"))
+        return signing_input + "." + p.b64u(signature)
+
+    @classmethod
+    def load(cls, keys_dir: Path) -> BundleSigningKey | None:
+        """The key in ``keys_dir``, or None when no bundle was ever signed there."""
+        return cls.load_or_create(keys_dir) if (keys_dir / cls.FILE).exists() else None
+
+    @classmethod
+    def load_or_create(cls, keys_dir: Path) -> BundleSigningKey:
+        path = keys_dir / cls.FILE
+        if not path.exists():
+            keys_dir.mkdir(parents=True, exist_ok=True)
+            write_secret_json(path, {"keys": [generate_jwk("P-256", use="sig")]})
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(dict(data["keys"][0]))
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise KeyError_("the bundle-signing key cannot be read") from exc

@@ -46,10 +46,21 @@ def sign_checkpoint(keyring: BrokerKeyring, origin: str, size: int, root_hash: b
     return f"{body}\n\u2014 {origin} {base64.b64encode(blob).decode('ascii')}\n"
 
 
+async def sign_checkpoint_async(
+    keyring: BrokerKeyring, origin: str, size: int, root_hash: bytes
+) -> str:
+    """``sign_checkpoint`` off the event loop when the key is in an HSM."""
+    body = checkpoint_body(origin, size, root_hash)
+    signature = (await keyring.sign_async(body.encode("utf-8"))).value
+    blob = note_key_id(origin, keyring.public_key_raw()) + signature
+    return f"{body}\n\u2014 {origin} {base64.b64encode(blob).decode('ascii')}\n"
+
+
 @dataclass(slots=True)
 class _Cached:
     at: float
     text: str
+    size: int
 
 
 class CheckpointSigner:
@@ -63,6 +74,12 @@ class CheckpointSigner:
         self._cached: _Cached | None = None
 
     @property
+    def signed_size(self) -> int | None:
+        """Tree size of the last checkpoint this instance signed (None before the first)."""
+        cached = self._cached
+        return None if cached is None else cached.size
+
+    @property
     def verifier_key(self) -> str:
         return verifier_key(self.origin, self._keyring.public_key_raw())
 
@@ -72,6 +89,6 @@ class CheckpointSigner:
         if cached is not None and now - cached.at < CACHE_SECONDS:
             return cached.text
         head = await tree_head(self._db)
-        text = sign_checkpoint(self._keyring, self.origin, head.size, head.root_hash)
-        self._cached = _Cached(at=now, text=text)
+        text = await sign_checkpoint_async(self._keyring, self.origin, head.size, head.root_hash)
+        self._cached = _Cached(at=now, text=text, size=head.size)
         return text

@@ -19,9 +19,9 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
-from broker.core.canonical import canonical_json
+from broker.core.canonical import canonical_json_plain
 from broker.core.types import Decision, ItemStatus
 from broker.crypto.keys import BrokerKeyring
 
@@ -92,12 +92,38 @@ def receipt_payload(
     }
 
 
+def _signing_input(keyring: BrokerKeyring, payload: dict[str, Any]) -> str:
+    # ``receipt_payload`` builds ASCII keys and no floats: the plain canonical form applies.
+    header = {"alg": RECEIPT_ALG, "kid": keyring.active_kid, "typ": RECEIPT_TYPE}
+    return _b64u(canonical_json_plain(header)) + "." + _b64u(canonical_json_plain(payload))
+
+
 def sign_receipt(keyring: BrokerKeyring, payload: dict[str, Any]) -> str:
     """The compact JWS of ``payload`` (canonical JSON) by the keyring's active key."""
-    header = {"alg": RECEIPT_ALG, "kid": keyring.active_kid, "typ": RECEIPT_TYPE}
-    signing_input = _b64u(canonical_json(header)) + "." + _b64u(canonical_json(payload))
+    signing_input = _signing_input(keyring, payload)
     signature = keyring.sign_raw(signing_input.encode("ascii"))
     return signing_input + "." + _b64u(signature)
+
+
+async def sign_receipt_async(keyring: BrokerKeyring, payload: dict[str, Any]) -> str:
+    """``sign_receipt`` off the event loop when the key is in an HSM."""
+    signing_input = _signing_input(keyring, payload)
+    signature = await keyring.sign_async(signing_input.encode("ascii"))
+    return signing_input + "." + _b64u(signature.value)
+
+
+class ReceiptFields(TypedDict):
+    exchange_id: str
+    request_id: str
+    issued_at: datetime
+    requester_oin: str
+    requester_party: str
+    provider_oin: str
+    provider_party: str
+    purpose_id: str
+    decision: Decision
+    statuses: Sequence[ItemStatus]
+    leaf_indices: Sequence[int]
 
 
 class ReceiptSigner:
@@ -137,3 +163,8 @@ class ReceiptSigner:
             log_origin=self.log_origin,
         )
         return sign_receipt(self._keyring, payload)
+
+    async def issue_async(self, **fields: Unpack[ReceiptFields]) -> str:
+        """``issue`` for the request path: an HSM signs on its own threads."""
+        payload = receipt_payload(**fields, log_origin=self.log_origin)
+        return await sign_receipt_async(self._keyring, payload)

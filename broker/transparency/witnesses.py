@@ -29,7 +29,7 @@ from broker.agencies.service import AgencyView
 from broker.core.errors import Forbidden, InvalidRequest, NotFound
 from broker.crypto.keys import BrokerKeyring
 from broker.db.session import Database
-from broker.transparency.checkpoint import sign_checkpoint
+from broker.transparency.checkpoint import sign_checkpoint_async
 from broker.transparency.models import CheckpointCosignature
 
 MAX_FUTURE_SKEW_SECONDS = 300
@@ -159,5 +159,5 @@ class WitnessService:
                 await session.scalars(select(t).where(t.tree_size == size).order_by(t.agency_oin))
             ).all()
         root = bytes.fromhex(rows[0].root_hash)
-        note = sign_checkpoint(self._keyring, self.origin, int(size), root)
+        note = await sign_checkpoint_async(self._keyring, self.origin, int(size), root)
         return note + "".join(cosignature_line(r.agency_oin, r.signature) for r in rows)

@@ -120,3 +120,20 @@ def test_agreement_admins_are_comma_separated_oins(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("BROKER_AGREEMENT_ADMINS", "00000001800006185000,not-an-oin")
     with pytest.raises(ValidationError, match="BROKER_AGREEMENT_ADMINS"):
         Settings()
+
+
+def test_pkcs11_backend_needs_module_token_and_pin() -> None:
+    with pytest.raises(ValidationError, match="BROKER_PKCS11_MODULE"):
+        settings(key_backend="pkcs11", pkcs11_module="/usr/lib/softhsm/libsofthsm2.so")
+    configured = settings(
+        key_backend="pkcs11",
+        pkcs11_module="/usr/lib/softhsm/libsofthsm2.so",
+        pkcs11_token_label="broker",
+        pkcs11_pin="1234",
+    )
+    assert configured.key_backend == "pkcs11"
+    assert configured.pkcs11_key_label == "broker-signing"
+    assert "1234" not in repr(configured)  # the PIN is a secret
+    with pytest.raises(ValidationError):
+        settings(pkcs11_key_label="a/b")  # "/" separates the label from the key's time
+    assert settings().key_backend == "file"
