@@ -216,7 +216,19 @@ class BreakGlassService:
     ) -> list[DeclarationOut]:
         """Declarations by review due date (pending first when listing all)."""
         self._require_officer(actor_oin)
+        return await self.queue_for(status=status)
+
+    async def queue_for(
+        self,
+        *,
+        status: ReviewStatus | Literal["all"] = "pending",
+        declared_by: frozenset[str] | None = None,
+    ) -> list[DeclarationOut]:
+        """The queue for a caller whose authority is checked already (the review web
+        page's officer accounts); ``declared_by`` limits it to those agencies."""
         stmt = select(AcuteDeclaration)
+        if declared_by is not None:
+            stmt = stmt.where(AcuteDeclaration.declared_by_oin.in_(sorted(declared_by)))
         if status != "all":
             stmt = stmt.where(AcuteDeclaration.review_status == status)
         stmt = stmt.order_by(AcuteDeclaration.review_due_at, AcuteDeclaration.id).limit(500)
@@ -234,11 +246,27 @@ class BreakGlassService:
         request_id: str | None = None,
     ) -> DeclarationOut:
         self._require_officer(actor_oin)
+        return await self.record_review(
+            declaration_id, body, reviewer=actor_oin, request_id=request_id
+        )
+
+    async def record_review(
+        self,
+        declaration_id: str,
+        body: ReviewIn,
+        *,
+        reviewer: str,
+        declared_by: frozenset[str] | None = None,
+        request_id: str | None = None,
+    ) -> DeclarationOut:
+        """Records a review by ``reviewer`` (an officer OIN, or ``officer:<account id>``
+        from the review web page) whose authority the caller has checked;
+        ``declared_by`` limits it to declarations of those agencies."""
         if body.decision == "question" and not (body.comment or "").strip():
             raise InvalidRequest("Say what is questioned", field="comment")
         async with self._db.session() as session:
             row = await session.get(AcuteDeclaration, declaration_id)
-        if row is None:
+        if row is None or (declared_by is not None and row.declared_by_oin not in declared_by):
             raise NotFound("No such acute declaration")
         if row.review_status != "pending":
             raise Conflict("This declaration is reviewed already", code=ErrorCode.ALREADY_REVIEWED)
@@ -246,7 +274,7 @@ class BreakGlassService:
         status: ReviewStatus = "approved" if body.decision == "approve" else "questioned"
         values = {
             "review_status": status,
-            "reviewed_by": actor_oin,
+            "reviewed_by": reviewer,
             "review_comment": body.comment,
             "reviewed_at": now,
         }
@@ -258,7 +286,7 @@ class BreakGlassService:
                 "agreement": row.agreement_id,
                 "purpose": row.purpose_id,
                 "review": status,
-                "reviewed_by": actor_oin,
+                "reviewed_by": reviewer,
                 "review_due_at": row.review_due_at.isoformat(),
                 "overdue": now > row.review_due_at,
             },

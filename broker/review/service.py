@@ -1,0 +1,716 @@
+"""What the review web page reads: the audit trail of decisions with filters and
+paging, denied-request trends, chart series, the log's integrity status, and
+exports (CSV, JSON, Logboek Dataverwerkingen).
+
+Every read is scoped to the officer: an officer of agencies X sees the decision
+entries of exchanges in which one of X is the requesting or the providing
+agency; the broker's own officer sees all. A subject is searched by the keyed
+pseudonym of the BSN the officer typed; the BSN itself is never stored, logged
+or audited. Trail searches, exports and verification runs are audited with the
+officer's account id (and, for a subject search, the pseudonym).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, TypeVarTuple, cast
+
+import orjson
+import structlog
+from sqlalchemy import ColumnElement, Select, String, Table, func, or_, select
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
+
+from audit.log import AuditRecord, AuditWriter
+from audit.models import AuditEntry
+from audit.tree import tree_head
+from audit.verify import verify_chain, verify_tree
+from broker.agencies.models import Agency
+from broker.breakglass.schemas import DeclarationOut, ReviewIn
+from broker.breakglass.service import BreakGlassService
+from broker.core.bsn import is_valid_bsn
+from broker.core.clock import Clock, system_clock
+from broker.core.errors import AuditChainBroken, ErrorCode, Forbidden, InvalidRequest
+from broker.core.types import ReasonCode
+from broker.crypto.keys import BrokerKeyring, Pseudonymizer
+from broker.db.session import Database
+from broker.exchange.models import Exchange
+from broker.review.accounts import AccountService, Officer, load_or_create_session_key
+from broker.review.models import VerificationRun
+from broker.transparency.checkpoint import CheckpointSigner
+from broker.transparency.witnesses import witness_rows
+
+log = structlog.get_logger("review")
+
+PAGE_SIZE = 50
+EXPORT_MAX_ROWS = 10_000
+TREND_DAYS = 30
+_CODE = re.compile(r"[a-z][a-z0-9_.-]{0,127}")
+_RUNS = cast(Table, VerificationRun.__table__)
+Outcome = Literal["allow", "deny"]
+Ts = TypeVarTuple("Ts")
+
+
+@dataclass(frozen=True, slots=True)
+class TrailFilter:
+    """The filter of the trail page; ``subject`` is a pseudonym key, never a BSN."""
+
+    subject: str | None = None
+    agency: str | None = None
+    purpose: str | None = None
+    agreement: str | None = None
+    outcome: Outcome | None = None
+    reason: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def described(self) -> dict[str, str | None]:
+        """The filter as the audit entry of a search records it."""
+        return {
+            "subject": self.subject,
+            "agency": self.agency,
+            "purpose": self.purpose,
+            "agreement": self.agreement,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TrailEntry:
+    seq: int
+    time: datetime
+    exchange_id: str | None
+    request_id: str | None
+    subject: str | None
+    element: str | None
+    outcome: str | None
+    reason: str | None
+    legal_basis: list[str]
+    requester: str
+    provider: str | None
+    purpose: str
+    agreement: str
+    agreement_version: str | None
+    consent_id: str | None
+    acute_declaration_id: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["time"] = self.time.astimezone(UTC).isoformat()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TrailPage:
+    entries: list[TrailEntry]
+    total: int
+    page: int
+    pages: int
+
+
+@dataclass(frozen=True, slots=True)
+class DayCount:
+    day: str
+    key: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Trends:
+    since: datetime
+    until: datetime
+    denied_per_day: list[DayCount]  # key: "deny"
+    denied_by_reason: list[tuple[str, int]]
+    exchanges_per_day: list[DayCount]  # key: requesting agency OIN
+    outcomes_per_purpose: list[tuple[str, int, int]]  # purpose, allowed, denied
+
+
+@dataclass(frozen=True, slots=True)
+class Witness:
+    oin: str
+    name: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Integrity:
+    size: int
+    root_hash: str
+    checkpoint: str
+    verifier_key: str
+    cosigned_size: int | None
+    cosigned_root: str | None
+    witnesses: list[Witness]
+    last_run: VerificationRun | None
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Values offered in the filter's drop-downs (within the officer's scope)."""
+
+    agencies: dict[str, str] = field(default_factory=dict)
+    purposes: list[str] = field(default_factory=list)
+    agreements: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+
+def _code(value: str | None, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not _CODE.fullmatch(value):
+        raise InvalidRequest(f"Not a valid {name}", field=name)
+    return value
+
+
+class ReviewService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        audit: AuditWriter,
+        pseudonymizer: Pseudonymizer,
+        accounts: AccountService,
+        breakglass: BreakGlassService,
+        checkpoints: CheckpointSigner,
+        reasons: Sequence[str],
+        clock: Clock = system_clock,
+    ) -> None:
+        self._db = db
+        self._audit = audit
+        self._pseudo = pseudonymizer
+        self.accounts = accounts
+        self._breakglass = breakglass
+        self._checkpoints = checkpoints
+        self._reasons = list(reasons)
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock().astimezone(UTC)
+
+    # ------------------------------------------------------------ filter
+    def make_filter(
+        self,
+        *,
+        bsn: str | None = None,
+        agency: str | None = None,
+        purpose: str | None = None,
+        agreement: str | None = None,
+        outcome: str | None = None,
+        reason: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> TrailFilter:
+        """Checks the form's values; the BSN becomes its pseudonym here and goes no further."""
+        subject = None
+        bsn = (bsn or "").strip()
+        if bsn:
+            if not is_valid_bsn(bsn):
+                raise InvalidRequest(
+                    "Not a valid BSN (9 digits passing the 11-check)",
+                    field="bsn",
+                    code=ErrorCode.INVALID_BSN,
+                )
+            subject = self._pseudo.person(bsn)
+        if agency and not re.fullmatch(r"[0-9]{20}", agency):
+            raise InvalidRequest("Not a valid OIN", field="agency")
+        if outcome not in (None, "", "allow", "deny"):
+            raise InvalidRequest("The outcome is allow or deny", field="outcome")
+        if since is not None and until is not None and since > until:
+            raise InvalidRequest("since is after until", field="since", code=ErrorCode.INVALID_TIME)
+        return TrailFilter(
+            subject=subject,
+            agency=agency or None,
+            purpose=_code(purpose, "purpose"),
+            agreement=_code(agreement, "agreement"),
+            outcome=cast(Outcome, outcome) if outcome else None,
+            reason=_code(reason, "reason"),
+            since=since,
+            until=until,
+        )
+
+    # ------------------------------------------------------------ queries
+    @staticmethod
+    def _scope(officer: Officer) -> ColumnElement[bool] | None:
+        if officer.agencies is None:
+            return None
+        oins = sorted(officer.agencies)
+        return or_(Exchange.requester_oin.in_(oins), Exchange.provider_oin.in_(oins))
+
+    def _where(self, stmt: Select[*Ts], officer: Officer, flt: TrailFilter) -> Select[*Ts]:
+        stmt = stmt.join(Exchange, Exchange.id == AuditEntry.exchange_id).where(
+            AuditEntry.kind == "decision"
+        )
+        scope = self._scope(officer)
+        if scope is not None:
+            stmt = stmt.where(scope)
+        if flt.subject is not None:
+            stmt = stmt.where(AuditEntry.subject_key == flt.subject)
+        if flt.agency is not None:
+            stmt = stmt.where(
+                or_(Exchange.requester_oin == flt.agency, Exchange.provider_oin == flt.agency)
+            )
+        if flt.purpose is not None:
+            stmt = stmt.where(Exchange.purpose_id == flt.purpose)
+        if flt.agreement is not None:
+            stmt = stmt.where(Exchange.agreement_id == flt.agreement)
+        if flt.outcome is not None:
+            stmt = stmt.where(AuditEntry.outcome == flt.outcome)
+        if flt.reason is not None:
+            # Entries are canonical JSON (no whitespace): the key/value pair is literal.
+            stmt = stmt.where(
+                AuditEntry.entry.contains(f'"reason":"{flt.reason}"', autoescape=True)
+            )
+        if flt.since is not None:
+            stmt = stmt.where(AuditEntry.created_at >= flt.since)
+        if flt.until is not None:
+            stmt = stmt.where(AuditEntry.created_at < flt.until)
+        return stmt
+
+    def _columns(self) -> Select[*tuple[Any, ...]]:
+        return select(
+            AuditEntry.seq,
+            AuditEntry.created_at,
+            AuditEntry.exchange_id,
+            AuditEntry.subject_key,
+            AuditEntry.element,
+            AuditEntry.outcome,
+            AuditEntry.entry,
+            Exchange.requester_oin,
+            Exchange.provider_oin,
+            Exchange.purpose_id,
+            Exchange.agreement_id,
+            Exchange.agreement_version,
+        )
+
+    @staticmethod
+    def _entry(row: Any) -> TrailEntry:
+        body = orjson.loads(row.entry)
+        return TrailEntry(
+            seq=row.seq,
+            time=row.created_at,
+            exchange_id=row.exchange_id,
+            request_id=body.get("request_id"),
+            subject=row.subject_key,
+            element=row.element,
+            outcome=row.outcome,
+            reason=body.get("reason"),
+            legal_basis=[str(b) for b in body.get("legal_basis") or ()],
+            requester=row.requester_oin,
+            provider=row.provider_oin,
+            purpose=row.purpose_id,
+            agreement=row.agreement_id,
+            agreement_version=row.agreement_version,
+            consent_id=body.get("consent_id"),
+            acute_declaration_id=body.get("acute_declaration_id"),
+        )
+
+    async def _audit_read(
+        self,
+        officer: Officer,
+        *,
+        action: str,
+        flt: TrailFilter,
+        count: int,
+        request_id: str | None,
+        output_format: str | None = None,
+    ) -> None:
+        await self._audit.append(
+            [
+                AuditRecord(
+                    kind="review_trail_read",
+                    body={
+                        "request_id": request_id,
+                        "account_id": officer.account_id,
+                        "action": action,
+                        "format": output_format,
+                        "filter": flt.described(),
+                        "entries": count,
+                    },
+                    subject_key=flt.subject,
+                )
+            ]
+        )
+
+    async def search(
+        self, officer: Officer, flt: TrailFilter, *, page: int = 1, request_id: str | None = None
+    ) -> TrailPage:
+        page = max(1, page)
+        async with self._db.session() as session:
+            total = int(
+                await session.scalar(
+                    self._where(select(func.count()).select_from(AuditEntry), officer, flt)
+                )
+                or 0
+            )
+            rows = (
+                await session.execute(
+                    self._where(self._columns(), officer, flt)
+                    .order_by(AuditEntry.seq.desc())
+                    .limit(PAGE_SIZE)
+                    .offset((page - 1) * PAGE_SIZE)
+                )
+            ).all()
+        entries = [self._entry(r) for r in rows]
+        await self._audit_read(
+            officer, action="search", flt=flt, count=len(entries), request_id=request_id
+        )
+        return TrailPage(entries, total, page, max(1, -(-total // PAGE_SIZE)))
+
+    async def export_rows(
+        self, officer: Officer, flt: TrailFilter, *, output_format: str, request_id: str | None
+    ) -> list[TrailEntry]:
+        async with self._db.session() as session:
+            rows = (
+                await session.execute(
+                    self._where(self._columns(), officer, flt)
+                    .order_by(AuditEntry.seq)
+                    .limit(EXPORT_MAX_ROWS)
+                )
+            ).all()
+        entries = [self._entry(r) for r in rows]
+        await self._audit_read(
+            officer,
+            action="export",
+            flt=flt,
+            count=len(entries),
+            request_id=request_id,
+            output_format=output_format,
+        )
+        return entries
+
+    async def options(self, officer: Officer) -> Options:
+        scope = self._scope(officer)
+        async with self._db.session() as session:
+            names = {
+                str(o): str(n)
+                for o, n in (await session.execute(select(Agency.oin, Agency.name))).all()
+            }
+            stmt = select(Exchange.purpose_id, Exchange.agreement_id).distinct()
+            if scope is not None:
+                stmt = stmt.where(scope)
+            pairs = (await session.execute(stmt.limit(1000))).all()
+        # Every registered agency: an officer filters on the other side of its exchanges
+        # too; the scope is applied to every query regardless.
+        return Options(
+            agencies=dict(sorted(names.items(), key=lambda kv: kv[1])),
+            purposes=sorted({str(p) for p, _ in pairs}),
+            agreements=sorted({str(a) for _, a in pairs}),
+            reasons=self._reasons,
+        )
+
+    async def agency_names(self) -> dict[str, str]:
+        async with self._db.session() as session:
+            return {
+                str(o): str(n)
+                for o, n in (await session.execute(select(Agency.oin, Agency.name))).all()
+            }
+
+    # ------------------------------------------------------------ trends and charts
+    def _day(self, column: Any) -> ColumnElement[str]:
+        if self._db.is_sqlite:
+            # SQLite stores the UTC time as text 'YYYY-MM-DD HH:MM:SS...'.
+            return func.substr(sql_cast(column, String), 1, 10)
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+
+    def _reason(self) -> ColumnElement[str]:
+        if self._db.is_sqlite:
+            return func.json_extract(AuditEntry.entry, "$.reason")
+        return sql_cast(AuditEntry.entry, JSONB).op("->>")("reason")
+
+    async def trends(self, officer: Officer, *, days: int = TREND_DAYS) -> Trends:
+        now = self._clock().astimezone(UTC)
+        since = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        scope = self._scope(officer)
+
+        def decisions(stmt: Select[*Ts]) -> Select[*Ts]:
+            # Decisions count on their exchange's day (indexed; the time the request was decided).
+            stmt = (
+                stmt.select_from(AuditEntry)
+                .join(Exchange, Exchange.id == AuditEntry.exchange_id)
+                .where(AuditEntry.kind == "decision", Exchange.created_at >= since)
+            )
+            return stmt.where(scope) if scope is not None else stmt
+
+        day = self._day(Exchange.created_at).label("day")
+        reason = self._reason().label("reason")
+        ex_day = self._day(Exchange.created_at).label("day")
+        async with self._db.session() as session:
+            denied = (
+                await session.execute(
+                    decisions(select(day, func.count()))
+                    .where(AuditEntry.outcome == "deny")
+                    .group_by(day)
+                    .order_by(day)
+                )
+            ).all()
+            by_reason = (
+                await session.execute(
+                    decisions(select(reason, func.count()))
+                    .where(AuditEntry.outcome == "deny")
+                    .group_by(reason)
+                    .order_by(func.count().desc())
+                )
+            ).all()
+            per_purpose = (
+                await session.execute(
+                    decisions(select(Exchange.purpose_id, AuditEntry.outcome, func.count()))
+                    .group_by(Exchange.purpose_id, AuditEntry.outcome)
+                    .order_by(Exchange.purpose_id)
+                )
+            ).all()
+            ex_stmt = (
+                select(ex_day, Exchange.requester_oin, func.count())
+                .where(Exchange.created_at >= since)
+                .group_by(ex_day, Exchange.requester_oin)
+                .order_by(ex_day)
+            )
+            if scope is not None:
+                ex_stmt = ex_stmt.where(scope)
+            exchanges = (await session.execute(ex_stmt)).all()
+        purposes: dict[str, list[int]] = {}
+        for purpose, outcome, count in per_purpose:
+            slot = purposes.setdefault(str(purpose), [0, 0])
+            slot[0 if outcome == "allow" else 1] += int(count)
+        return Trends(
+            since=since,
+            until=now,
+            denied_per_day=[DayCount(str(d), "deny", int(c)) for d, c in denied],
+            denied_by_reason=[(str(r), int(c)) for r, c in by_reason],
+            exchanges_per_day=[DayCount(str(d), str(o), int(c)) for d, o, c in exchanges],
+            outcomes_per_purpose=[(p, a, d) for p, (a, d) in sorted(purposes.items())],
+        )
+
+    # ------------------------------------------------------------ break-glass
+    @staticmethod
+    def _declared_by(officer: Officer) -> frozenset[str] | None:
+        return officer.agencies
+
+    async def declarations(
+        self, officer: Officer, status: Literal["pending", "approved", "questioned", "all"]
+    ) -> list[DeclarationOut]:
+        return await self._breakglass.queue_for(
+            status=status, declared_by=self._declared_by(officer)
+        )
+
+    async def review(
+        self,
+        officer: Officer,
+        declaration_id: str,
+        *,
+        decision: str,
+        comment: str | None,
+        request_id: str | None,
+    ) -> DeclarationOut:
+        if decision not in ("approve", "question"):
+            raise InvalidRequest("The decision is approve or question", field="decision")
+        body = ReviewIn(decision=cast(Literal["approve", "question"], decision), comment=comment)
+        return await self._breakglass.record_review(
+            declaration_id,
+            body,
+            reviewer=officer.reviewer,
+            declared_by=self._declared_by(officer),
+            request_id=request_id,
+        )
+
+    # ------------------------------------------------------------ integrity
+    async def integrity(self) -> Integrity:
+        head = await tree_head(self._db)
+        checkpoint = await self._checkpoints.latest()
+        rows = await witness_rows(self._db)
+        names = await self.agency_names()
+        cosigned_size = max((r.tree_size for r in rows), default=None)
+        newest = [r for r in rows if r.tree_size == cosigned_size]
+        async with self._db.session() as session:
+            last_run = await session.scalar(
+                select(VerificationRun).order_by(VerificationRun.id.desc()).limit(1)
+            )
+        return Integrity(
+            size=head.size,
+            root_hash=head.root_hash.hex(),
+            checkpoint=checkpoint,
+            verifier_key=self._checkpoints.verifier_key,
+            cosigned_size=cosigned_size,
+            cosigned_root=newest[0].root_hash if newest else None,
+            witnesses=[
+                Witness(r.agency_oin, names.get(r.agency_oin), r.received_at) for r in newest
+            ],
+            last_run=last_run,
+        )
+
+    async def verify(self, officer: Officer, *, request_id: str | None) -> VerificationRun:
+        """Recomputes the hash chain and the Merkle tree; records and audits the run."""
+        if officer.agencies is not None:
+            raise Forbidden(
+                "Only the broker's own privacy officer starts a verification run",
+                code=ErrorCode.NOT_A_PRIVACY_OFFICER,
+            )
+        started = self._clock()
+        ok, size, root, message = True, 0, None, None
+        try:
+            chain = await verify_chain(self._db)
+            tree = await verify_tree(self._db)
+            size, root = chain.size, tree.root_hash.hex()
+        except AuditChainBroken as exc:
+            ok, size, message = False, exc.index, exc.message[:500]
+        row = {
+            "started_at": started,
+            "finished_at": self._clock(),
+            "ok": ok,
+            "size": size,
+            "root_hash": root,
+            "message": message,
+            "account_id": officer.account_id,
+        }
+        await self._audit.append(
+            [
+                AuditRecord(
+                    kind="audit_verification_run",
+                    body={
+                        "request_id": request_id,
+                        "account_id": officer.account_id,
+                        "ok": ok,
+                        "size": size,
+                        "root": root,
+                    },
+                )
+            ],
+            rows=[(_RUNS, row)],
+        )
+        log.info("review.verified", ok=ok, size=size)
+        return VerificationRun(**row)
+
+
+# ------------------------------------------------------------ export formats
+CSV_COLUMNS = [
+    "seq",
+    "time",
+    "exchange_id",
+    "request_id",
+    "subject",
+    "element",
+    "outcome",
+    "reason",
+    "legal_basis",
+    "requester",
+    "provider",
+    "purpose",
+    "agreement",
+    "agreement_version",
+    "consent_id",
+    "acute_declaration_id",
+]
+
+
+def to_csv(entries: list[TrailEntry]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for e in entries:
+        row = e.as_json()
+        row["legal_basis"] = " ".join(e.legal_basis)
+        writer.writerow(["" if row[c] is None else _safe_cell(str(row[c])) for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def _safe_cell(value: str) -> str:
+    """No spreadsheet formulas: a cell never starts with = + - @ (CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+
+
+def to_json(entries: list[TrailEntry], flt: TrailFilter, generated_at: datetime) -> bytes:
+    return orjson.dumps(
+        {
+            "generated_at": generated_at.astimezone(UTC).isoformat(),
+            "filter": flt.described(),
+            "count": len(entries),
+            "truncated": len(entries) >= EXPORT_MAX_ROWS,
+            "entries": [e.as_json() for e in entries],
+        }
+    )
+
+
+def _hex_id(seed: str, size: int) -> str:
+    return hashlib.sha256(seed.encode()).hexdigest()[: size * 2]
+
+
+def to_ldv(entries: list[TrailEntry], *, log_origin: str) -> bytes:
+    """Records shaped as the Logboek Dataverwerkingen interface: ``trace_id`` (16
+    bytes) per exchange, ``operation_id`` (8 bytes) per decision, the processing
+    activity (agreement and purpose), the data subject's pseudonym, and the
+    requesting agency's operation (its request id) as ``foreign_operation``."""
+    records = []
+    for e in entries:
+        ms = int(e.time.timestamp() * 1000)
+        exchange = e.exchange_id or str(e.seq)
+        records.append(
+            {
+                "trace_id": exchange.replace("-", "")
+                if len(exchange.replace("-", "")) == 32
+                else _hex_id(exchange, 16),
+                "operation_id": _hex_id(f"{log_origin}/{e.seq}", 8),
+                "status_code": "STATUS_CODE_OK",
+                "name": f"decide {e.element}",
+                "start_time": ms,
+                "end_time": ms,
+                "foreign_operation": {
+                    "trace_id": _hex_id(f"request:{e.request_id}", 16),
+                    "operation_id": _hex_id(f"request:{e.request_id}", 8),
+                    "entity": f"urn:oin:{e.requester}",
+                }
+                if e.request_id
+                else None,
+                "resource": {
+                    "attributes": {"service.name": "chain-broker", "log.origin": log_origin}
+                },
+                "attributes": {
+                    "dpl.core.processing_activity_id": (
+                        f"urn:broker:agreement:{e.agreement}:purpose:{e.purpose}"
+                    ),
+                    "dpl.core.data_subject_id": e.subject,
+                    "dpl.core.data_subject_id_type": "pseudonym",
+                    "dpl.broker.audit_seq": e.seq,
+                    "dpl.broker.outcome": e.outcome,
+                    "dpl.broker.reason": e.reason,
+                    "dpl.broker.provider": f"urn:oin:{e.provider}" if e.provider else None,
+                    "dpl.broker.legal_basis": e.legal_basis,
+                },
+            }
+        )
+    return orjson.dumps({"records": records})
+
+
+def build_review(
+    *,
+    db: Database,
+    audit: AuditWriter,
+    pseudonymizer: Pseudonymizer,
+    breakglass: BreakGlassService,
+    keyring: BrokerKeyring,
+    log_origin: str,
+    keys_dir: Path,
+    clock: Clock = system_clock,
+) -> ReviewService:
+    """The review web page's services, with the embedded sign-in (accounts + TOTP)."""
+    accounts = AccountService(
+        db=db, audit=audit, session_key=load_or_create_session_key(keys_dir), clock=clock
+    )
+    return ReviewService(
+        db=db,
+        audit=audit,
+        pseudonymizer=pseudonymizer,
+        accounts=accounts,
+        breakglass=breakglass,
+        checkpoints=CheckpointSigner(db, keyring, log_origin),
+        reasons=[code.value for code in ReasonCode],
+        clock=clock,
+    )
