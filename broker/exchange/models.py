@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String
+from sqlalchemy import JSON, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db.base import Base, UTCDateTime
@@ -25,7 +25,8 @@ class Exchange(Base):
     agreement_id: Mapped[str] = mapped_column(String(128))
     agreement_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     purpose_id: Mapped[str] = mapped_column(String(128))
-    case_reference: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Sealed for retention: "rk1:<key id>:<ciphertext>" (broker.retention.vault).
+    case_reference: Mapped[str | None] = mapped_column(Text, nullable=True)
     decision_id: Mapped[str] = mapped_column(String(36))
     item_count: Mapped[int] = mapped_column(Integer)
     allowed_count: Mapped[int] = mapped_column(Integer)
@@ -43,5 +44,6 @@ class DecisionRecord(Base):
     agreement_id: Mapped[str] = mapped_column(String(128), index=True)
     agreement_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     agreement_hash: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    # Personal facts sealed for retention under "sealed" (broker.retention.vault).
     input: Mapped[dict[str, Any]] = mapped_column(JSON)
     result: Mapped[dict[str, Any]] = mapped_column(JSON)

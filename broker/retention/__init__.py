@@ -1,0 +1,1 @@
+"""Retention of released-data metadata by crypto-shredding (docs/retention.md)."""
