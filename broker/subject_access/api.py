@@ -4,6 +4,7 @@ travels in the body, never in a URL."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Literal
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from broker.deps import CurrentAgency, RequestId, ServicesDep, require_json
 from broker.exchange.schemas import Bsn, Problem
+from broker.subject_access.pdf import render_pdf
 from broker.subject_access.render import render_html
 from broker.subject_access.service import SubjectAccessReport
 
@@ -36,8 +38,9 @@ class SubjectAccessIn(BaseModel):
     bsn: Bsn = Field(description="The data subject")
     since: datetime | None = Field(default=None, description="Entries from this time (inclusive)")
     until: datetime | None = Field(default=None, description="Entries before this time")
-    format: Literal["json", "html"] = Field(
-        default="json", description="json, or a self-contained printable HTML page"
+    format: Literal["json", "html", "pdf"] = Field(
+        default="json",
+        description="json, a self-contained printable HTML page, or a printable PDF (A4)",
     )
 
 
@@ -46,8 +49,14 @@ class SubjectAccessIn(BaseModel):
     response_model=SubjectAccessReport,
     responses={
         200: {
-            "description": "The report (JSON), or with format=html a printable HTML page",
-            "content": {"text/html": {"schema": {"type": "string"}}},
+            "description": (
+                "The report (JSON), with format=html a printable HTML page, "
+                "with format=pdf a printable PDF"
+            ),
+            "content": {
+                "text/html": {"schema": {"type": "string"}},
+                "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+            },
         },
         **{
             status: {
@@ -75,4 +84,14 @@ async def subject_access(
     )
     if body.format == "html":
         return HTMLResponse(render_html(report), headers={"Cache-Control": "no-store"})
+    if body.format == "pdf":
+        # Laying out a long table takes a while: off the event loop.
+        return Response(
+            await asyncio.to_thread(render_pdf, report),
+            media_type="application/pdf",
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Disposition": 'attachment; filename="subject-access.pdf"',
+            },
+        )
     return report

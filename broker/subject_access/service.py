@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from audit.log import AuditRecord, AuditWriter
 from audit.models import AuditEntry
+from audit.tree import tree_head
 from broker.agencies.models import Agency
 from broker.core.bsn import is_valid_bsn
 from broker.core.clock import Clock, system_clock
@@ -144,8 +145,23 @@ class SubjectAccessEntry(_Out):
     )
 
 
+class LogPosition(_Out):
+    """The audit log state a report was read against: the report holds exactly the
+    person's entries among the first ``size`` leaves (a C2SP checkpoint body)."""
+
+    origin: str | None = Field(default=None, description="The log's origin (checkpoint name)")
+    size: int = Field(description="Tree size: the report covers leaves 0..size-1")
+    root_hash: str = Field(description="RFC 9162 root of those leaves (hex)")
+
+
 class SubjectAccessReport(_Out):
     generated_at: datetime
+    subject: str | None = Field(
+        default=None, description="The person's pseudonymised reference (never the BSN)"
+    )
+    log: LogPosition | None = Field(
+        default=None, description="The audit log checkpoint the report was read against"
+    )
     since: datetime | None = None
     until: datetime | None = None
     household_included: bool = Field(description="Whether the household's records were looked up")
@@ -174,7 +190,9 @@ class SubjectAccessService:
         reference: Callable[[], ReferenceData],
         privacy_officers: frozenset[str],
         clock: Clock = system_clock,
+        log_origin: str | None = None,
     ) -> None:
+        self._log_origin = log_origin
         self._db = db
         self._audit = audit
         self._pseudo = pseudonymizer
@@ -237,6 +255,8 @@ class SubjectAccessService:
         if since is not None and until is not None and since > until:
             raise InvalidRequest("since is after until", field="since", code=ErrorCode.INVALID_TIME)
         now = self._clock()
+        # Read against one tree size: entries appended meanwhile are not half-listed.
+        head = await tree_head(self._db)
         keys: dict[str, Concerns] = {self._pseudo.person(bsn): "person"}
         record = (await self._register.lookup([bsn])).get(bsn)
         if record is not None and record.household_id:
@@ -251,7 +271,11 @@ class SubjectAccessService:
             AuditEntry.exchange_id,
             AuditEntry.subject_key,
             AuditEntry.entry,
-        ).where(AuditEntry.subject_key.in_(list(keys)), AuditEntry.kind.in_(LISTED_KINDS))
+        ).where(
+            AuditEntry.subject_key.in_(list(keys)),
+            AuditEntry.kind.in_(LISTED_KINDS),
+            AuditEntry.seq < head.size,
+        )
         if since is not None:
             stmt = stmt.where(AuditEntry.created_at >= since)
         if until is not None:
@@ -283,6 +307,10 @@ class SubjectAccessService:
         ]
         return SubjectAccessReport(
             generated_at=now.astimezone(UTC),
+            subject=self._pseudo.person(bsn),
+            log=LogPosition(
+                origin=self._log_origin, size=head.size, root_hash=head.root_hash.hex()
+            ),
             since=since,
             until=until,
             household_included=record is not None and bool(record.household_id),

@@ -5,15 +5,18 @@ article citations; nobody else's; privacy officers only; escaped HTML; audited."
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from audit.models import AuditEntry
+from audit.tree import tree_head
 from broker.agencies.models import Agency
 from broker.settings import PROJECT_ROOT
 from tests.conftest import AGENCIES
@@ -210,3 +213,85 @@ async def test_cli_writes_an_audited_report(timed: Timed, tmp_path: Path) -> Non
     body = json.loads(audited[0].entry)
     assert (body["channel"], body["entries"], body["format"]) == ("cli", 4, "html")
     assert P01 not in audited[0].entry
+
+
+def _pdf_text(data: bytes) -> str:
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    assert reader.pages[0].mediabox.width == pytest.approx(842, abs=1)  # A4 landscape
+    return "\n".join(page.extract_text() for page in reader.pages)
+
+
+async def test_pdf_report_is_printable_and_holds_no_bsn(timed: Timed) -> None:
+    mine = await timed.exchange("veilig_thuis", SUSPECT_HISTORY)
+    services = timed.harness.broker.services
+    response = await timed.call(
+        PRIVACY_OFFICER, "POST", "/v1/subject-access", {"bsn": P01, "format": "pdf"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/pdf"
+    assert response.headers["cache-control"] == "no-store"
+    data = response.content
+    assert data.startswith(b"%PDF-")
+    assert P01.encode() not in data and P02.encode() not in data
+    text = _pdf_text(data)
+    assert P01 not in text
+    flat = " ".join(text.split())
+    # The header: the pseudonymised reference, the generation time and the checkpoint.
+    expected = await _entries(timed, exchange_id=mine["exchange_id"], kind="decision")
+    person_key = next(e.subject_key for e in expected if e.element == "police.suspect_history_dv")
+    assert person_key in flat.replace(" ", "") or person_key in text.replace("\n", "")
+    head = await tree_head(services.db)
+    assert f"size {head.size - 1}" in flat  # read before its own audit entry was appended
+    assert services.settings.log_origin in flat
+    assert "Opgesteld / Generated" in flat
+    # One row per decision, with agencies, purpose, agreement + version, outcome, reason, basis.
+    assert "Test veilig_thuis" in flat and "Test politie" in flat
+    assert f"agr-vt-politie-hg (v{mine['agreement']['version']})" in flat
+    reference = services.policy_set.reference
+    for item in mine["items"]:
+        assert item["element"] in text.replace("\n", "")
+        assert reference.elements[item["element"]].name_nl.split()[0] in flat
+    assert "Wet politiegegevens" in flat and "art. 20" in flat
+    assert "deny" in flat and "allow" in flat
+    assert "huishouden / household" in flat
+    audited = await _entries(timed, kind="subject_access_report")
+    assert json.loads(audited[-1].entry)["format"] == "pdf"
+
+
+async def test_cli_writes_a_pdf(timed: Timed, tmp_path: Path) -> None:
+    mine = await timed.exchange("veilig_thuis", SUSPECT_HISTORY)
+    settings = timed.harness.broker.settings
+    env = dict(
+        os.environ,
+        BROKER_DATABASE_URL=settings.database_url,
+        BROKER_KEYS_DIR=str(settings.keys_dir),
+        BROKER_REGISTER_URL=settings.register_url,
+    )
+    out = tmp_path / "report.pdf"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broker.cli",
+        "audit",
+        "subject",
+        "--bsn",
+        P01,
+        "--format",
+        "pdf",
+        "--out",
+        str(out),
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
+    assert P01 not in stdout.decode() + stderr.decode()
+    data = out.read_bytes()
+    assert P01.encode() not in data
+    text = _pdf_text(data)
+    assert P01 not in text
+    assert all(item["element"] in text.replace("\n", "") for item in mine["items"])
