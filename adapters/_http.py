@@ -4,21 +4,30 @@ retryable/fatal error split and a size-limited body reader.
 
 Used by :mod:`adapters.partner_api`, :mod:`adapters.healthcare` and (stats only)
 :mod:`adapters.brp`. Per endpoint it also keeps latency percentiles over a bounded window of
-recent calls (:class:`LatencyWindow`). Nothing personal is ever logged here: only endpoints,
-reasons and counts.
+recent calls (:class:`LatencyWindow`) and feeds the Prometheus adapter latency histogram and
+circuit state gauge (:mod:`broker.core.telemetry`). :func:`client_span` and
+:func:`trace_headers` give outgoing calls their span and W3C ``traceparent`` header. Nothing
+personal is ever logged or put on a span here: only endpoints, reasons and counts.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
+from opentelemetry import propagate
+from opentelemetry.trace import Span, SpanKind
+from prometheus_client import Gauge, Histogram
+
+from broker.core.telemetry import ADAPTER_CIRCUIT, ADAPTER_SECONDS, tracer
 
 __all__ = [
     "BreakerState",
@@ -29,8 +38,11 @@ __all__ = [
     "Outcome",
     "RetryableError",
     "backoff_delay",
+    "client_span",
+    "endpoint_host",
     "new_session",
     "read_limited",
+    "trace_headers",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -40,6 +52,39 @@ class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+
+
+# The value of the circuit state gauge per state.
+_CIRCUIT_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+def endpoint_host(url: str) -> str:
+    """``host[:port]`` of an endpoint URL (no user info, path or query): the metrics label."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "invalid"
+    host = parts.hostname or "invalid"
+    return f"{host}:{port}" if port else host
+
+
+def trace_headers(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with the W3C ``traceparent`` (and ``tracestate``) of the active span added."""
+    propagate.inject(headers)
+    return headers
+
+
+@contextmanager
+def client_span(name: str, kind: str, endpoint: str) -> Iterator[Span]:
+    """A client span for one outgoing call; attributes name the adapter kind and the endpoint's
+    host only (never a path or query: those may hold BSNs)."""
+    with tracer.start_as_current_span(
+        name,
+        kind=SpanKind.CLIENT,
+        attributes={"broker.adapter.kind": kind, "server.address": endpoint_host(endpoint)},
+    ) as span:
+        yield span
 
 
 class Outcome(StrEnum):
@@ -101,6 +146,28 @@ class EndpointState:
     short_circuited: int = 0
     dropped_unrequested: int = 0
     latency: LatencyWindow = field(default_factory=LatencyWindow)
+    # Prometheus children of this endpoint (looked up once: observations stay cheap).
+    latency_metric: Histogram | None = field(default=None, repr=False, compare=False)
+    circuit_metric: Gauge | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def metered(cls, kind: str, endpoint: str, *, circuit: bool = True) -> EndpointState:
+        """A state whose calls feed the adapter latency histogram (and, with ``circuit``, the
+        circuit state gauge) of ``kind`` and the endpoint's host."""
+        host = endpoint_host(endpoint)
+        st = cls(
+            latency_metric=ADAPTER_SECONDS.labels(kind, host),
+            circuit_metric=ADAPTER_CIRCUIT.labels(kind, host) if circuit else None,
+        )
+        if st.circuit_metric is not None:
+            st.circuit_metric.set(_CIRCUIT_VALUE[st.state])
+        return st
+
+    def observe(self, seconds: float) -> None:
+        """One finished call's time: into the latency window and the histogram."""
+        self.latency.add(seconds)
+        if self.latency_metric is not None:
+            self.latency_metric.observe(max(0.0, seconds))
 
     def snapshot(self) -> dict[str, Any]:
         p50, p95, p99 = self.latency.percentiles(50, 95, 99)
@@ -150,6 +217,7 @@ class CircuitBreakers:
         cooldown: float,
         clock: Callable[[], float],
         log_prefix: str,
+        kind: str | None = None,
     ) -> None:
         if threshold < 1:
             raise ValueError("breaker_threshold must be at least 1")
@@ -157,20 +225,27 @@ class CircuitBreakers:
         self._cooldown = cooldown
         self._clock = clock
         self._prefix = log_prefix
+        self._kind = kind or log_prefix
         self._endpoints: dict[str, EndpointState] = {}
 
     def state(self, endpoint: str) -> EndpointState:
         st = self._endpoints.get(endpoint)
         if st is None:
-            st = self._endpoints[endpoint] = EndpointState()
+            st = self._endpoints[endpoint] = EndpointState.metered(self._kind, endpoint)
         return st
+
+    @staticmethod
+    def _move(st: EndpointState, state: BreakerState) -> None:
+        st.state = state
+        if st.circuit_metric is not None:
+            st.circuit_metric.set(_CIRCUIT_VALUE[state])
 
     def admit(self, st: EndpointState) -> bool:
         """May a call go through? Moves OPEN to HALF_OPEN after the cool-down."""
         if st.state is BreakerState.OPEN:
             if self._clock() - st.opened_at < self._cooldown:
                 return False
-            st.state = BreakerState.HALF_OPEN
+            self._move(st, BreakerState.HALF_OPEN)
         if st.state is BreakerState.HALF_OPEN:
             if st.probe_in_flight:
                 return False
@@ -188,12 +263,12 @@ class CircuitBreakers:
         window) and moves the breaker."""
         st.probe_in_flight = False
         if elapsed is not None:
-            st.latency.add(elapsed)
+            st.observe(elapsed)
         if outcome is Outcome.OK:
             st.successes += 1
             if st.state is not BreakerState.CLOSED:
                 _log.info(f"{self._prefix}_circuit_closed", endpoint=endpoint)
-            st.state = BreakerState.CLOSED
+                self._move(st, BreakerState.CLOSED)
             st.consecutive_failures = 0
             return
         if outcome is Outcome.TIMEOUT:
@@ -204,7 +279,7 @@ class CircuitBreakers:
         if st.state is BreakerState.HALF_OPEN or (
             st.state is BreakerState.CLOSED and st.consecutive_failures >= self._threshold
         ):
-            st.state = BreakerState.OPEN
+            self._move(st, BreakerState.OPEN)
             st.opened_at = self._clock()
             _log.warning(
                 f"{self._prefix}_circuit_opened",

@@ -1,24 +1,41 @@
-"""ASGI middleware: request ids in every log line, and a hard body-size limit."""
+"""ASGI middleware: request ids and trace ids in every log line, the request's server
+span and HTTP metrics, and a hard body-size limit."""
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker.core.telemetry import HTTP_SECONDS, new_trace_id, tracer
 from broker.problems import PROBLEM_JSON, TYPE_BASE
 
 _RID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
+# Scrapes and probes: no server span (they would drown the traces), still measured.
+_UNTRACED = ("/metrics", "/health")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestContext:
     """Sets ``request.state.request_id`` (from a sane X-Request-ID or new) and
-    binds it to structlog's context; echoes it in the response."""
+    binds it to structlog's context; echoes it in the response.
+
+    Also the request's trace: a server span, child of the caller's W3C
+    ``traceparent`` when one is sent, whose trace id is bound to the log context
+    and echoed as ``X-Trace-Id``. With tracing off (no tracer provider) the
+    caller's trace id is kept, or a fresh one is made, so every request and its
+    audit entries have one. Each request's duration goes into the HTTP histogram
+    by method, route template and status."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -32,13 +49,46 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = rid
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        started = time.perf_counter()
+        status = 500
+        parent = propagate.extract(_trace_carrier(scope))
+        traced = not scope["path"].startswith(_UNTRACED)
+        span = tracer.start_span(method, context=parent, kind=SpanKind.SERVER) if traced else None
+        span_context = span.get_span_context() if span is not None else None
+        if span is not None and span_context is not None and span_context.is_valid:
+            current: trace.Span = span
+        else:
+            # Tracing off and no caller's trace: one of our own, sampled out.
+            span_context = SpanContext(new_trace_id(), _new_span_id(), is_remote=False)
+            current = NonRecordingSpan(span_context)
+        token = otel_context.attach(trace.set_span_in_context(current, parent))
+        trace_id = format(span_context.trace_id, "032x")
+        structlog.contextvars.bind_contextvars(trace_id=trace_id)
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+                status = int(message["status"])
+                headers = message.setdefault("headers", [])
+                headers.append((b"x-request-id", rid.encode()))
+                headers.append((b"x-trace-id", trace_id.encode()))
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            otel_context.detach(token)
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            HTTP_SECONDS.labels(method, route, str(status)).observe(time.perf_counter() - started)
+            if span is not None:
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.request.method", method)
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                span.end()
 
 
 class BodyLimit:
@@ -82,6 +132,22 @@ class BodyLimit:
 
 class _BodyTooLargeError(Exception):
     pass
+
+
+def _trace_carrier(scope: Scope) -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    for name in (b"traceparent", b"tracestate"):
+        value = _header(scope, name)
+        if value is not None:
+            carrier[name.decode()] = value
+    return carrier
+
+
+def _new_span_id() -> int:
+    while True:
+        value = secrets.randbits(64)
+        if value:
+            return value
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -16,10 +16,11 @@ from datetime import date
 from typing import Any
 
 import aiohttp
+import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from adapters._http import EndpointState
+from adapters._http import EndpointState, client_span, trace_headers
 from broker.core.bsn import is_valid_bsn
 from broker.core.errors import RegisterUnavailable
 from broker.core.protocols import PersonRecord
@@ -116,7 +117,7 @@ class BrpRegister:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
-        self._stats = EndpointState()
+        self._stats = EndpointState.metered("brp", self._url, circuit=False)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -154,7 +155,9 @@ class BrpRegister:
         if not wanted:
             return {}
         batches = [wanted[i : i + MAX_BATCH] for i in range(0, len(wanted), MAX_BATCH)]
-        results = await asyncio.gather(*(self._lookup_batch(b) for b in batches))
+        with client_span("register.lookup", "brp", self._url) as span:
+            span.set_attribute("broker.batches", len(batches))
+            results = await asyncio.gather(*(self._lookup_batch(b) for b in batches))
         merged: dict[str, PersonRecord] = {}
         for part in results:
             merged.update(part)
@@ -167,14 +170,14 @@ class BrpRegister:
         try:
             result = await self._try_batch(batch)
         except RegisterUnavailable as exc:
-            st.latency.add(self._clock() - started)
+            st.observe(self._clock() - started)
             st.consecutive_failures += 1
             if isinstance(exc.__cause__, TimeoutError):
                 st.timeouts += 1
             else:
                 st.failures += 1
             raise
-        st.latency.add(self._clock() - started)
+        st.observe(self._clock() - started)
         st.successes += 1
         st.consecutive_failures = 0
         return result
@@ -222,8 +225,10 @@ class BrpRegister:
         session = self._get_session()
         async with session.post(
             self._url,
-            json=body,
-            headers={"Accept": "application/json"},
+            data=orjson.dumps(body),
+            headers=trace_headers(
+                {"Accept": "application/json", "Content-Type": "application/json"}
+            ),
             allow_redirects=False,
         ) as resp:
             if resp.status != 200:

@@ -38,8 +38,10 @@ from adapters._http import (
     Outcome,
     RetryableError,
     backoff_delay,
+    client_span,
     new_session,
     read_limited,
+    trace_headers,
 )
 from broker.core.protocols import FetchedItem, FetchItem, FetchRequest
 from broker.core.types import ItemStatus, ResponseForm
@@ -339,6 +341,7 @@ class FhirAdapter:
             cooldown=breaker_cooldown,
             clock=clock,
             log_prefix="fhir",
+            kind=self.kind,
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -372,6 +375,11 @@ class FhirAdapter:
     # ------------------------------------------------------------------ fetch
 
     async def fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
+        with client_span("adapter.fetch", self.kind, endpoint) as span:
+            span.set_attribute("broker.items", len(request.items))
+            return await self._fetch(endpoint, request)
+
+    async def _fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
         wanted = _unique_items(request.items)
         if not wanted:
             return []
@@ -604,7 +612,9 @@ class FhirAdapter:
             async with session.get(
                 url,
                 params=params,
-                headers={"X-Request-ID": request_id, "Accept": "application/fhir+json"},
+                headers=trace_headers(
+                    {"X-Request-ID": request_id, "Accept": "application/fhir+json"}
+                ),
                 allow_redirects=False,
             ) as resp:
                 if resp.status >= 500 or resp.status == 429:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import aiohttp
+import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -28,8 +29,10 @@ from adapters._http import (
     Outcome,
     RetryableError,
     backoff_delay,
+    client_span,
     new_session,
     read_limited,
+    trace_headers,
 )
 from broker.core.protocols import FetchedItem, FetchItem, FetchRequest
 from broker.core.types import ItemStatus, ResponseForm
@@ -104,6 +107,7 @@ class PartnerApiAdapter:
             cooldown=breaker_cooldown,
             clock=clock,
             log_prefix="partner",
+            kind=self.kind,
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -139,6 +143,11 @@ class PartnerApiAdapter:
     # ------------------------------------------------------------------ fetch
 
     async def fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
+        with client_span("adapter.fetch", self.kind, endpoint) as span:
+            span.set_attribute("broker.items", len(request.items))
+            return await self._fetch(endpoint, request)
+
+    async def _fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
         wanted = _unique_items(request.items)
         if not wanted:
             return []
@@ -253,8 +262,14 @@ class PartnerApiAdapter:
         try:
             async with session.post(
                 url,
-                json=body,
-                headers={"X-Request-ID": request.request_id, "Accept": "application/json"},
+                data=orjson.dumps(body),
+                headers=trace_headers(
+                    {
+                        "X-Request-ID": request.request_id,
+                        "Accept": "application/json",
+                        "Content-Type": "application/json",
+                    }
+                ),
                 allow_redirects=False,
             ) as resp:
                 if resp.status >= 500 or resp.status == 429:

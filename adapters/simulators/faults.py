@@ -7,7 +7,8 @@ Admin API (only from 127.0.0.1 / ::1; everything else gets 403):
   "drop_connection": bool, "malformed": bool, "extra_item": bool, "omit_item": bool,
   "non_boolean": bool}`` (every field optional; ``{}`` clears all faults)
 - ``DELETE /_sim/faults``  clear all faults
-- ``GET /_sim/stats``      ``{"requests": n, "faults_injected": n}`` for the data endpoint
+- ``GET /_sim/stats``      ``{"requests": n, "faults_injected": n, "last_traceparent": str|null}``
+  for the data endpoint (``last_traceparent``: the W3C header of the latest data request)
 - ``DELETE /_sim/stats``   reset those counters
 
 ``latency_ms`` delays every data request. A request *fails* with probability ``fail_rate``
@@ -60,6 +61,7 @@ class FaultInjector:
     rng: random.Random
     requests: int = 0
     faults_injected: int = 0
+    last_traceparent: str | None = None
 
     @classmethod
     def create(cls, config: FaultConfig | None = None, seed: int = 0) -> FaultInjector:
@@ -68,6 +70,7 @@ class FaultInjector:
     async def before(self, request: web.Request) -> web.StreamResponse | None:
         """Count the request, apply latency and maybe a failure (returned as the response)."""
         self.requests += 1
+        self.last_traceparent = request.headers.get("traceparent")
         cfg = self.config
         if cfg.latency_ms:
             await asyncio.sleep(cfg.latency_ms / 1000)
@@ -124,13 +127,18 @@ def add_admin_routes(app: web.Application, injector: FaultInjector) -> None:
     async def get_stats(request: web.Request) -> web.Response:
         _loopback_only(request)
         return web.json_response(
-            {"requests": injector.requests, "faults_injected": injector.faults_injected}
+            {
+                "requests": injector.requests,
+                "faults_injected": injector.faults_injected,
+                "last_traceparent": injector.last_traceparent,
+            }
         )
 
     async def reset_stats(request: web.Request) -> web.Response:
         _loopback_only(request)
         injector.requests = injector.faults_injected = 0
-        return web.json_response({"requests": 0, "faults_injected": 0})
+        injector.last_traceparent = None
+        return web.json_response({"requests": 0, "faults_injected": 0, "last_traceparent": None})
 
     app.router.add_get("/_sim/faults", get_faults)
     app.router.add_post("/_sim/faults", set_faults)
