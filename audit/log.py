@@ -23,20 +23,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import psycopg
 import structlog
 from sqlalchemy import Table, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit.merkle import append_leaves, decode_frontier, encode_frontier, fold, leaf_hash
 from audit.models import AuditEntry, AuditHead, AuditNode
 from broker.core.canonical import canonical_json_plain, sha256_hex
 from broker.core.errors import AuditUnavailable, BrokerError, Conflict
+from broker.core.telemetry import AUDIT_APPEND_SECONDS, tracer
 from broker.db.session import Database
 
 GENESIS = "0" * 64
@@ -104,10 +108,14 @@ class AuditWriter:
         self._queue: asyncio.Queue[CommitUnit] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._lock_head = not db.is_sqlite
+        # Commits run in one thread of their own on a blocking connection: a
+        # whole transaction is one hand-over instead of one per statement.
+        self._thread: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         if self._task is None:
             await self._ensure_head()
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
             self._task = asyncio.create_task(self._run(), name="audit-writer")
 
     async def stop(self) -> None:
@@ -116,6 +124,10 @@ class AuditWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._thread is not None:
+            # A commit in flight finishes (or fails) before the engine goes away.
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.shutdown)
+            self._thread = None
         while not self._queue.empty():
             unit = self._queue.get_nowait()
             if not unit.future.done():
@@ -145,9 +157,13 @@ class AuditWriter:
         Conflict when the unit's own rows conflict (then only that unit fails)."""
         if self._task is None or self._task.done():
             raise AuditUnavailable()
-        unit = CommitUnit(records=records, rows=rows, updates=updates)
-        await self._queue.put(unit)
-        return await unit.future
+        started = time.perf_counter()
+        with tracer.start_as_current_span("audit.append"):
+            unit = CommitUnit(records=records, rows=rows, updates=updates)
+            await self._queue.put(unit)
+            seqs = await unit.future
+        AUDIT_APPEND_SECONDS.observe(time.perf_counter() - started)
+        return seqs
 
     async def _run(self) -> None:
         while True:
@@ -162,7 +178,14 @@ class AuditWriter:
 
     async def _settle(self, batch: list[CommitUnit]) -> None:
         try:
-            results = await self._commit(batch)
+            assert self._thread is not None
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._thread, self._commit, batch
+            )
+        except asyncio.CancelledError:
+            # Stopping: these callers release nothing (the commit may still land).
+            self._fail(batch, AuditUnavailable)
+            raise
         except _UnitConflict as exc:
             if len(batch) > 1:
                 # One unit's rows conflict: the others must not fail with it.
@@ -186,17 +209,17 @@ class AuditWriter:
             if not unit.future.done():
                 unit.future.set_exception(error())
 
-    async def _commit(self, batch: list[CommitUnit]) -> list[list[int]]:
+    def _commit(self, batch: list[CommitUnit]) -> list[list[int]]:
         # Core statements on a plain connection: the ORM adds nothing here but cost.
-        now = datetime.now(UTC)
         head_table = cast(Table, AuditHead.__table__)
         stmt = select(head_table.c.size, head_table.c.head_hash, head_table.c.frontier).where(
             head_table.c.id == 1
         )
         if self._lock_head:
             stmt = stmt.with_for_update()
-        async with self._db.write_engine.begin() as conn:
-            size, prev, frontier_text = (await conn.execute(stmt)).one()
+        with self._db.sync_write_engine.begin() as conn:
+            size, prev, frontier_text = conn.execute(stmt).one()
+            now = datetime.now(UTC)  # under the head lock: times rise along the log
             tree_size = size
             leaves: list[bytes] = []
             entries: list[dict[str, Any]] = []
@@ -229,22 +252,23 @@ class AuditWriter:
                 for table, row in unit.rows:
                     extra.setdefault(table, []).append(row)
                 for change in unit.updates:
-                    await self._apply(conn, change)
+                    self._apply(conn, change)
             for table, rows in extra.items():
                 try:
-                    await conn.execute(insert(table), rows)
+                    conn.execute(insert(table), rows)
                 except IntegrityError as exc:  # a duplicate key among the units' own rows
                     raise _UnitConflict(table.name) from exc
             if entries:
                 frontier, tree_size, nodes = append_leaves(
                     decode_frontier(frontier_text), tree_size, leaves
                 )
-                await conn.execute(insert(cast(Table, AuditEntry.__table__)), entries)
-                await conn.execute(
-                    insert(cast(Table, AuditNode.__table__)),
+                self._insert(conn, cast(Table, AuditEntry.__table__), entries)
+                self._insert(
+                    conn,
+                    cast(Table, AuditNode.__table__),
                     [{"level": lv, "index": i, "hash": h.hex()} for lv, i, h in nodes],
                 )
-                await conn.execute(
+                conn.execute(
                     update(head_table)
                     .where(head_table.c.id == 1)
                     .values(
@@ -256,13 +280,26 @@ class AuditWriter:
                 )
         return results
 
+    def _insert(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+        if not self._lock_head or not rows:
+            conn.execute(insert(table), rows)  # SQLite: executemany is its fast path
+            return
+        # PostgreSQL: COPY in the same transaction, not one INSERT per row.
+        columns = list(rows[0])
+        quote = conn.dialect.identifier_preparer.quote
+        sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+        driver = cast(psycopg.Connection[Any], conn.connection.driver_connection)
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+
     @staticmethod
-    async def _apply(conn: AsyncConnection, change: RowUpdate) -> None:
+    def _apply(conn: Connection, change: RowUpdate) -> None:
         table = change.table
         conditions = [
             table.c[name].is_(None) if value is None else table.c[name] == value
             for name, value in change.where.items()
         ]
-        result = await conn.execute(update(table).where(*conditions).values(**change.values))
+        result = conn.execute(update(table).where(*conditions).values(**change.values))
         if result.rowcount != 1:
             raise _UnitConflict(table.name)

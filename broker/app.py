@@ -16,13 +16,20 @@ from adapters.healthcare.adapter import FhirAdapter
 from adapters.partner_api.adapter import PartnerApiAdapter
 from audit.log import AuditWriter
 from broker.agencies.service import AgencyDirectory
+from broker.agreements.replication import UploadReplica
 from broker.agreements.service import AgreementService
 from broker.breakglass.service import BreakGlassService
+from broker.cluster.changes import AGENCIES, AGREEMENTS, ChangeFeed
 from broker.consent.service import ConsentService
 from broker.core.clock import Clock, dutch_date, system_clock
 from broker.core.protocols import PartnerAdapter, PolicyEngine, SubjectRegister
 from broker.crypto.jose import Sealer
-from broker.crypto.keys import BrokerKeyring, Pseudonymizer, load_or_create_pseudonym_key
+from broker.crypto.keys import (
+    BrokerKeyring,
+    Pseudonymizer,
+    load_or_create_pseudonym_key,
+    open_keyring,
+)
 from broker.db.session import Database
 from broker.exchange.service import ExchangeService
 from broker.logging import configure_logging
@@ -33,6 +40,11 @@ from broker.policy.regopy_engine import RegopyEngine
 from broker.policy.regorus_engine import RegorusEngine
 from broker.policy.validate import assert_valid
 from broker.policy.watcher import PolicyWatcher
+from broker.publications.delivery import WebhookWorker
+from broker.publications.service import PublicationService
+from broker.retention.service import RetentionService
+from broker.retention.vault import open_vault
+from broker.review.service import ReviewService, build_review
 from broker.security.tokens import TokenService
 from broker.settings import EngineKind, Settings
 from broker.subject_access.service import SubjectAccessService
@@ -61,12 +73,20 @@ class Services:
     breakglass: BreakGlassService
     checkpoints: CheckpointSigner
     subject_access: SubjectAccessService
+    review: ReviewService
+    changes: ChangeFeed
+    publications: PublicationService
+    webhooks: WebhookWorker
+    retention: RetentionService
 
     def use_policy_set(self, policy_set: PolicySet) -> None:
         self.policy_set = policy_set
         self.exchanges.policy_set = policy_set
 
     async def aclose(self) -> None:
+        await self.retention.stop()
+        await self.webhooks.stop()
+        await self.changes.stop()
         await self.watcher.stop()
         await self.audit.stop()
         for adapter in self.adapters.values():
@@ -74,6 +94,7 @@ class Services:
         await self.register.aclose()
         await self.engine.aclose()
         await self.db.dispose()
+        self.keyring.close()
 
 
 def build_engine(
@@ -89,7 +110,7 @@ def build_engine(
 
 async def build_services(settings: Settings, *, clock: Clock = system_clock) -> Services:
     db = Database(settings.async_database_url, pool_size=settings.database_pool_size)
-    keyring = BrokerKeyring.load_or_create(settings.keys_dir)
+    keyring = open_keyring(settings)  # file keys or a PKCS#11 token (BROKER_KEY_BACKEND)
     pseudonym_key = (
         settings.pseudonym_key.get_secret_value().encode()
         if settings.pseudonym_key is not None
@@ -99,7 +120,12 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
     await audit.start()
     agreements = AgreementService(db, audit)
     assert_valid(settings.policy_dir)  # refuse to start on an invalid policy set
-    policy_set = await agreements.enforce(load_policy_set(settings.policy_dir), dutch_date(clock()))
+    loaded = load_policy_set(settings.policy_dir)
+    replica = UploadReplica(db, lambda: services.policy_set, agreements.upload_lock)
+    if await replica.sync(loaded):  # versions uploaded at other instances
+        assert_valid(settings.policy_dir)
+        loaded = load_policy_set(settings.policy_dir)
+    policy_set = await agreements.enforce(loaded, dutch_date(clock()))
     engine = build_engine(settings, policy_set)
     directory = AgencyDirectory(db)
     register = BrpRegister(settings.register_url, timeout=settings.register_timeout_seconds)
@@ -130,6 +156,7 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         privacy_officers=settings.privacy_officer_oins,
         clock=clock,
     )
+    vault = open_vault(settings, db)  # retention keys (crypto-shredding)
     exchanges = ExchangeService(
         engine=engine,
         policy_set=policy_set,
@@ -142,6 +169,7 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         consents=consents,
         declarations=breakglass,
         receipts=ReceiptSigner(keyring, settings.log_origin),
+        retention=vault,
         clock=clock,
     )
     watcher = PolicyWatcher(
@@ -150,6 +178,7 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         interval=settings.policy_poll_seconds,
         enforce=agreements.enforce,
         fingerprint=agreements.fingerprint,
+        sync=replica.sync,
         clock=clock,
     )
     await watcher.prime()
@@ -178,16 +207,65 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
             reference=lambda: services.policy_set.reference,
             privacy_officers=settings.privacy_officer_oins,
             clock=clock,
+            log_origin=settings.log_origin,
+        ),
+        review=build_review(
+            db=db,
+            audit=audit,
+            pseudonymizer=pseudonymizer,
+            breakglass=breakglass,
+            keyring=keyring,
+            log_origin=settings.log_origin,
+            keys_dir=settings.keys_dir,
+            clock=clock,
+        ),
+        changes=ChangeFeed(db, poll_seconds=settings.change_poll_seconds),
+        publications=PublicationService(
+            db=db,
+            engine=engine,
+            policy_set=lambda: services.policy_set,
+            directory=directory,
+            register=register,
+            audit=audit,
+            pseudonymizer=pseudonymizer,
+            sealer=Sealer(),
+            consents=consents,
+            clock=clock,
+            retention=vault,
+        ),
+        webhooks=WebhookWorker(
+            db=db,
+            keyring=keyring,
+            audit=audit,
+            poll_seconds=settings.webhook_poll_seconds,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_seconds=settings.webhook_backoff_seconds,
+            backoff_max_seconds=settings.webhook_backoff_max_seconds,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            clock=clock,
+        ),
+        retention=RetentionService(
+            db, audit, vault, interval=settings.retention_run_seconds, clock=clock
         ),
     )
     watcher.subscribe(services.use_policy_set)
     watcher.start()
+    # Changes made at other instances: reload agreements, drop cached agencies.
+    services.changes.subscribe(AGREEMENTS, watcher.wake)
+    services.changes.subscribe(AGENCIES, directory.invalidate)
+    await services.changes.start()
+    services.publications.on_stored = services.webhooks.wake
+    services.webhooks.start()
+    services.retention.start()
     return services
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> FastAPI:
     settings = settings or Settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    from broker.operations.tracing import configure_tracing, framework_telemetry_off
+
+    configure_tracing()  # off unless the OTEL_* environment asks for it
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -209,6 +287,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             yield
         finally:
             await services.aclose()
+            worker_stopped()
 
     from broker import problems
     from broker.agreements.api import UPLOAD_MAX_BODY_BYTES
@@ -218,6 +297,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     from broker.exchange.api import router as exchange_router
     from broker.health import router as health_router
     from broker.operations.api import router as operations_router
+    from broker.operations.metrics import router as metrics_router
+    from broker.operations.multiprocess import worker_stopped
+    from broker.publications.api import router as publications_router
+    from broker.review.web import router as review_router
     from broker.security.api import router as security_router
     from broker.subject_access.api import router as subject_access_router
     from broker.transparency.api import router as transparency_router
@@ -233,17 +316,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             "client credentials and private_key_jwt (RFC 7523) at /oauth/token."
         ),
         lifespan=lifespan,
+        **framework_telemetry_off(),  # server spans are the broker's own (broker/middleware.py)
     )
     problems.install(app)
     app.include_router(security_router)
     app.include_router(exchange_router)
+    app.include_router(publications_router)
     app.include_router(agreements_router)
     app.include_router(consent_router)
     app.include_router(breakglass_router)
     app.include_router(subject_access_router)
     app.include_router(transparency_router)
     app.include_router(operations_router)
+    app.include_router(metrics_router)
     app.include_router(health_router)
+    app.include_router(review_router)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,

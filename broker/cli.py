@@ -54,10 +54,12 @@ def serve(host: str, port: int, migrate: bool, workers: int) -> None:
     import uvicorn
 
     from broker.db.migrate import upgrade
+    from broker.operations.multiprocess import prepare_multiprocess_dir
 
     settings = _settings()
     if migrate:
         upgrade(settings.sync_database_url)
+    prepare_multiprocess_dir()  # PROMETHEUS_MULTIPROC_DIR: no values of an earlier run
     uvicorn.run(
         "broker.app:create_app",
         factory=True,
@@ -122,9 +124,9 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.argument("revision", default="heads")
+@click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
-    """Apply migrations up to REVISION (default: heads)."""
+    """Apply migrations up to REVISION (default: head)."""
     from broker.db.migrate import upgrade
 
     upgrade(_settings().sync_database_url, revision)
@@ -285,17 +287,21 @@ def audit_verify(checkpoint_path: Path | None, witnesses: int) -> None:
     (with --require-witnesses) the agencies' cosignatures."""
     from audit import verifier
     from audit.tree import root_at
-    from audit.verify import verify_chain, verify_tree
-    from broker.crypto.keys import BrokerKeyring
+    from audit.verify import verify_log
+    from broker.crypto.keys import BrokerKeyring, open_keyring
     from broker.db.session import Database
+    from broker.settings import KeyBackend
 
     settings = _settings()
     origin = settings.log_origin
     keyring: BrokerKeyring | None = None
     public = b""
-    if (settings.keys_dir / "broker-signing.jwks.json").exists():
+    if (
+        settings.key_backend is KeyBackend.PKCS11
+        or (settings.keys_dir / "broker-signing.jwks.json").exists()
+    ):
         try:
-            keyring = BrokerKeyring.load_or_create(settings.keys_dir)
+            keyring = open_keyring(settings)
             public = keyring.public_key_raw()
         except BrokerError as exc:
             raise click.ClickException(exc.diagnostics()) from exc
@@ -314,8 +320,7 @@ def audit_verify(checkpoint_path: Path | None, witnesses: int) -> None:
     async def go() -> tuple[Any, Any, bytes | None, dict[str, int]]:
         database = Database(settings.async_database_url)
         try:
-            chain = await verify_chain(database)
-            tree = await verify_tree(database)
+            chain, tree = await verify_log(database)  # chain and tree in one read
             saved_root = None
             if saved is not None and saved.size <= tree.size:
                 saved_root = await root_at(database, saved.size)
@@ -404,6 +409,12 @@ def _report_checkpoints(
         raise click.ClickException("the latest checkpoint does not match the log")
     click.echo(f"merkle root verified: {root.hex()} (checkpoint signature verifies)")
     if saved is not None:
+        if saved.origin == origin and saved.size > size:
+            raise click.ClickException(
+                f"the log lost its tail: it holds {size} entries, but the checkpoint at size "
+                f"{saved.size} commits to {saved.size}; entries {size} to {saved.size - 1} are "
+                "missing (a restore from an older backup, or a truncated log)"
+            )
         if saved.origin != origin or saved_root != saved.root_hash:
             raise click.ClickException(
                 f"the checkpoint at size {saved.size} does not match this log"
@@ -432,7 +443,15 @@ def policy() -> None:
     multiple=True,
     help="Sign only these agreements (default: every one listing the agency)",
 )
-def policy_sign(oin: str, key_path: Path, agreement_ids: tuple[str, ...]) -> None:
+@click.option(
+    "--version",
+    "version",
+    default=None,
+    help="Sign this version (default: the version in force today, or the latest)",
+)
+def policy_sign(
+    oin: str, key_path: Path, agreement_ids: tuple[str, ...], version: str | None
+) -> None:
     """Sign agreement versions as a signatory agency (its content hash, with its key)."""
     from audit.log import AuditWriter
     from broker.agencies.service import AgencyService
@@ -458,6 +477,7 @@ def policy_sign(oin: str, key_path: Path, agreement_ids: tuple[str, ...]) -> Non
                 signer,
                 sig,
                 list(agreement_ids) or None,
+                version,
             )
         finally:
             await audit.stop()
@@ -468,8 +488,10 @@ def policy_sign(oin: str, key_path: Path, agreement_ids: tuple[str, ...]) -> Non
 
 
 @policy.command("status")
-def policy_status() -> None:
-    """Every agreement: content hash, state, and which signatories have signed."""
+@click.option("--agreement", "agreement_id", default=None, help="Only this agreement")
+@click.option("--version", "version", default=None, help="Only this version")
+def policy_status(agreement_id: str | None, version: str | None) -> None:
+    """Every agreement version: content hash, validity, state, and who signed."""
     from datetime import UTC, datetime
 
     from broker.agreements.service import AgreementService
@@ -489,7 +511,10 @@ def policy_status() -> None:
 
     for status in _run(go):
         a = status.agreement
-        click.echo(f"{a.id} v{a.version}  {status.state}  {a.content_hash}")
+        if agreement_id not in (None, a.id) or version not in (None, a.version):
+            continue
+        window = f"{a.valid_from}..{a.valid_until or ''}"
+        click.echo(f"{a.id} v{a.version}  {window}  {status.state}  {a.content_hash}")
         for e in status.signatories:
             mark = f"signed by {e.signed_by_oin}" if e.signed_by_oin else "NOT SIGNED"
             click.echo(f"    {e.party:<26} {mark}")
@@ -501,7 +526,8 @@ def policy_status() -> None:
     "draft",
     required=True,
     type=click.Path(path_type=Path, exists=True),
-    help="A draft agreement folder (replaces the agreement with the same id)",
+    help="A draft agreement version folder (replaces the versions of its agreement "
+    "whose windows overlap its own)",
 )
 @click.option("--limit", type=int, default=None, help="Replay at most this many decisions")
 def policy_replay(draft: Path, limit: int | None) -> None:
@@ -509,19 +535,84 @@ def policy_replay(draft: Path, limit: int | None) -> None:
     from broker.db.session import Database
     from broker.policy.loader import load_policy_set
     from broker.policy.replay import replay
+    from broker.retention.vault import open_vault
 
     settings = _settings()
 
     async def go() -> Any:
         database = Database(settings.async_database_url)
         try:
-            return await replay(database, load_policy_set(settings.policy_dir), draft, limit=limit)
+            return await replay(
+                database,
+                load_policy_set(settings.policy_dir),
+                draft,
+                limit=limit,
+                retention=open_vault(settings, database),
+            )
         finally:
             await database.dispose()
 
     report = _run(go)
     for line in report.lines():
         click.echo(line)
+
+
+@policy.command("bundle")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the bundle (.tar.gz)",
+)
+@click.option(
+    "--public-key",
+    "pem_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the bundle-signing public key (PEM) for OPA's configuration",
+)
+def policy_bundle(out_path: Path, pem_path: Path | None) -> None:
+    """Build the signed OPA bundle of the active policy set (docs/decisions/0005)."""
+    from datetime import UTC, datetime
+
+    from broker.agreements.service import AgreementService
+    from broker.core.clock import dutch_date
+    from broker.crypto.keys import BundleSigningKey
+    from broker.db.session import Database
+    from broker.policy.bundle import build_bundle
+    from broker.policy.loader import load_policy_set
+    from broker.policy.validate import assert_valid
+
+    settings = _settings()
+
+    async def go() -> Any:
+        assert_valid(settings.policy_dir)
+        database = Database(settings.async_database_url)
+        try:
+            return await AgreementService(database).enforce(
+                load_policy_set(settings.policy_dir), dutch_date(datetime.now(UTC))
+            )
+        finally:
+            await database.dispose()
+
+    policy_set = _run(go)
+    try:
+        key = BundleSigningKey.load_or_create(settings.keys_dir)
+        bundle = build_bundle(policy_set, key)
+    except BrokerError as exc:
+        raise click.ClickException(exc.diagnostics()) from exc
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_bytes(bundle.tarball())
+    tmp.replace(out_path)
+    click.echo(f"wrote {out_path}")
+    click.echo(f"revision {bundle.revision}")
+    click.echo(f"roots    {', '.join(bundle.roots)}")
+    click.echo(f"signed   ES256, keyid {key.kid}")
+    if pem_path is not None:
+        pem_path.write_text(key.public_pem(), encoding="ascii")
+        click.echo(f"wrote {pem_path}")
 
 
 def _register_policy_commands() -> None:
@@ -547,11 +638,25 @@ _register_policy_commands()
 
 from broker.breakglass.cli import breakglass_group  # noqa: E402 - after the groups above
 from broker.consent.cli import consent_group  # noqa: E402 - after the groups above
-from broker.subject_access.cli import subject_command  # noqa: E402
+from broker.crypto.cli import keys_group  # noqa: E402
+from broker.publications.cli import webhook_command  # noqa: E402
+from broker.retention.cli import retention_group  # noqa: E402
+from broker.review.cli import officer_group  # noqa: E402
+from broker.subject_access.cli import (  # noqa: E402
+    export_command,
+    search_command,
+    subject_command,
+)
 
 main.add_command(consent_group)
 main.add_command(breakglass_group)
+main.add_command(keys_group)
+main.add_command(officer_group)
+main.add_command(retention_group)
 audit.add_command(subject_command)
+audit.add_command(search_command)
+audit.add_command(export_command)
+agency.add_command(webhook_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

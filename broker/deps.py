@@ -1,4 +1,7 @@
-"""FastAPI dependencies as ``Annotated`` aliases."""
+"""FastAPI dependencies as ``Annotated`` aliases.
+
+All are ``async def``: FastAPI runs a plain ``def`` dependency in a worker
+thread, which costs more than the dependency itself on the hot path."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from broker.core.errors import UnsupportedMediaType
 from broker.security.tokens import Principal
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -29,14 +32,14 @@ async def get_principal(
 CurrentAgency = Annotated[Principal, Depends(get_principal)]
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     return str(request.state.request_id)
 
 
 RequestId = Annotated[str, Depends(get_request_id)]
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise UnsupportedMediaType()

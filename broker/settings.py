@@ -23,6 +23,11 @@ class EngineKind(StrEnum):
     OPA = "opa"
 
 
+class KeyBackend(StrEnum):
+    FILE = "file"  # private JWKs in keys_dir, the default
+    PKCS11 = "pkcs11"  # key pairs inside a PKCS#11 token (HSM); private keys never leave it
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore")
 
@@ -34,11 +39,33 @@ class Settings(BaseSettings):
     database_url: str = Field(default=f"sqlite:///{PROJECT_ROOT / 'var' / 'broker.db'}")
     database_pool_size: int = 10
     keys_dir: Path = PROJECT_ROOT / "var" / "keys"
+    key_backend: KeyBackend = Field(
+        default=KeyBackend.FILE,
+        description="Where the broker's signing keys live: file (keys_dir) or pkcs11 (HSM)",
+    )
+    pkcs11_module: Path | None = Field(
+        default=None, description="The PKCS#11 module (.so) of the HSM, e.g. libsofthsm2.so"
+    )
+    pkcs11_token_label: str | None = Field(default=None, description="The token's label")
+    pkcs11_pin: SecretStr | None = Field(default=None, description="The token's user PIN")
+    pkcs11_key_label: str = Field(
+        default="broker-signing",
+        min_length=1,
+        pattern=r"^[^/]+$",
+        description="Label of the broker's key pairs in the token (<label>/<UTC time>)",
+    )
     policy_dir: Path = PROJECT_ROOT / "policies"
     policy_engine: EngineKind = EngineKind.EMBEDDED
     policy_threads: int = 2
     policy_poll_seconds: float = Field(
         default=2.0, description="How often policy files are checked for changes (0: never)"
+    )
+    change_poll_seconds: float = Field(
+        default=1.0,
+        description=(
+            "How often the change versions other instances bump are polled (0: never); "
+            "on PostgreSQL changes also arrive at once by LISTEN/NOTIFY"
+        ),
     )
     opa_url: str | None = None
     register_url: str = "http://127.0.0.1:9100"
@@ -78,6 +105,35 @@ class Settings(BaseSettings):
         description="Comma-separated OINs of the agencies whose privacy officers review "
         "acute declarations (GET/POST /v1/review/acute-declarations)",
     )
+    webhook_poll_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often due webhook deliveries are looked for (0: no delivery worker)",
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, description="Webhook attempts per message before it is left to polling"
+    )
+    webhook_backoff_seconds: float = Field(
+        default=2.0, gt=0, description="First retry delay; doubles per attempt, with jitter"
+    )
+    webhook_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    retention_kek: SecretStr | None = Field(
+        default=None,
+        description="Key-encryption key (64 hex digits) wrapping the retention keys; "
+        "generated into keys_dir (retention-kek.key) when unset",
+    )
+    retention_default_period: str = Field(
+        default="P1Y",
+        pattern=r"^P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?$",
+        description="Retention (ISO 8601) of records whose decision names none (refusals)",
+    )
+    retention_run_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How often due retention keys are destroyed inside the app (0: never; "
+        "then run `broker retention run` from a scheduler)",
+    )
     log_format: str = "console"
     log_level: str = "INFO"
 
@@ -100,6 +156,13 @@ class Settings(BaseSettings):
                 raise ValueError("BROKER_PSEUDONYM_KEY must be set (32+ characters) in production")
             if self.database_url.startswith("sqlite"):
                 raise ValueError("production needs PostgreSQL (BROKER_DATABASE_URL)")
+        if self.key_backend is KeyBackend.PKCS11 and not (
+            self.pkcs11_module and self.pkcs11_token_label and self.pkcs11_pin
+        ):
+            raise ValueError(
+                "BROKER_KEY_BACKEND=pkcs11 needs BROKER_PKCS11_MODULE, "
+                "BROKER_PKCS11_TOKEN_LABEL and BROKER_PKCS11_PIN"
+            )
         if self.policy_engine is EngineKind.OPA and not self.opa_url:
             raise ValueError("BROKER_OPA_URL is required when BROKER_POLICY_ENGINE=opa")
         return self

@@ -201,15 +201,22 @@ class Harness:
         p = self.partners[party]
         return PartnerClient(self.broker.base_url, p["oin"], {"keys": p["keys"]})
 
-    async def sign(self, party: str, agreement_id: str) -> httpx.Response:
-        """The agency signs the agreement's current version over the API, making
-        the JWS with a stock library (PyJWT) as any partner would."""
+    async def sign(
+        self, party: str, agreement_id: str, version: str | None = None
+    ) -> httpx.Response:
+        """The agency signs ``version`` of the agreement (default: the first one
+        listed) over the API, making the JWS with a stock library (PyJWT) as any
+        partner would."""
         client = self.client(party)
         try:
             token = await client.token()
             headers = {"Authorization": f"Bearer {token}"}
             listed = await client.http.get(self.broker.base_url + "/v1/agreements", headers=headers)
-            agreement = next(a for a in listed.json() if a["id"] == agreement_id)
+            agreement = next(
+                a
+                for a in listed.json()
+                if a["id"] == agreement_id and version in (None, a["version"])
+            )
             sig = next(k for k in self.partners[party]["keys"] if k["use"] == "sig")
             payload = json.dumps(
                 {

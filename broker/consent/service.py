@@ -55,12 +55,15 @@ _TABLE = cast(Table, ConsentRecord.__table__)
 
 def purpose_of(policy_set: PolicySet, agreement_id: str, purpose_id: str) -> dict[str, Any]:
     """The purpose in the current policy set; raises InvalidRequest naming the field."""
-    agreement = policy_set.agreements.get(agreement_id)
-    if agreement is None:
+    versions = policy_set.versions.get(agreement_id)
+    if not versions:
         raise InvalidRequest(
             "Unknown agreement", field="agreement_id", code=ErrorCode.UNKNOWN_AGREEMENT
         )
-    purpose = agreement.purposes.get(purpose_id)
+    # The purpose as the latest version that has it states it.
+    purpose = next(
+        (a.purposes[purpose_id] for a in reversed(versions) if purpose_id in a.purposes), None
+    )
     if purpose is None:
         raise InvalidRequest(
             "Unknown purpose in this agreement", field="purpose_id", code=ErrorCode.UNKNOWN_PURPOSE

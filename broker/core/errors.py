@@ -25,12 +25,18 @@ class ErrorCode(StrEnum):
     ACUTE_DANGER_NOT_APPLICABLE = "acute_danger_not_applicable"
     NOT_DECLARABLE = "not_declarable"
     UNKNOWN_ACUTE_DECLARATION = "unknown_acute_declaration"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    ELEMENT_NOT_IN_SUBSCRIPTION = "element_not_in_subscription"
+    NOT_A_PUBLISHER = "not_a_publisher"
+    EVENT_ID_REUSED = "event_id_reused"
     INVALID_TIME = "invalid_time"
     INVALID_GIVER = "invalid_giver"
     INVALID_EVIDENCE = "invalid_evidence"
     ALREADY_WITHDRAWN = "already_withdrawn"
     ALREADY_REVIEWED = "already_reviewed"
     NOT_A_PRIVACY_OFFICER = "not_a_privacy_officer"
+    CSRF_INVALID = "csrf_invalid"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_CLIENT = "invalid_client"
@@ -47,7 +53,9 @@ class ErrorCode(StrEnum):
     REGISTER_UNAVAILABLE = "register_unavailable"
     ADAPTER_FAILED = "adapter_failed"
     KEY_ERROR = "key_error"
+    KEY_UNAVAILABLE = "key_unavailable"
     AUDIT_CHAIN_BROKEN = "audit_chain_broken"
+    RECORD_SHREDDED = "record_shredded"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -119,6 +127,12 @@ class NotFound(BrokerError):
     title = "Not found"
 
 
+class TooManyAttempts(BrokerError):
+    status = 429
+    code = ErrorCode.TOO_MANY_ATTEMPTS
+    title = "Too many attempts; try again later"
+
+
 class Conflict(BrokerError):
     status = 409
     code = ErrorCode.CONFLICT
@@ -177,6 +191,21 @@ class KeyError_(BrokerError):  # noqa: N801 - trailing underscore avoids shadowi
     status = 500
     code = ErrorCode.KEY_ERROR
     title = "Key material is missing or invalid"
+
+
+class KeyUnavailable(ServiceUnavailable):
+    """The signing device (PKCS#11 token) cannot be reached or refused to sign."""
+
+    code = ErrorCode.KEY_UNAVAILABLE
+    title = "The signing key is unavailable; nothing was released"
+
+
+class RecordShredded(BrokerError):
+    """A stored field whose retention key was destroyed: it can never be read again."""
+
+    status = 410
+    code = ErrorCode.RECORD_SHREDDED
+    title = "The retention period ended; this detail was destroyed"
 
 
 class AuditChainBroken(BrokerError):

@@ -36,7 +36,13 @@ class ReasonCode(StrEnum):
 
     @property
     def outcome(self) -> Outcome:
-        return Outcome.ALLOW if self.value.startswith("allow_") else Outcome.DENY
+        return _OUTCOMES[self]
+
+
+# Looked up, not computed: the hot path asks every item's outcome several times.
+_OUTCOMES: dict[ReasonCode, Outcome] = {
+    code: Outcome.ALLOW if code.value.startswith("allow_") else Outcome.DENY for code in ReasonCode
+}
 
 
 class SubjectKind(StrEnum):
@@ -190,11 +196,11 @@ class ItemDecision:
 
     @property
     def outcome(self) -> Outcome:
-        return self.reason.outcome
+        return _OUTCOMES[self.reason]
 
     @property
     def allowed(self) -> bool:
-        return self.outcome is Outcome.ALLOW
+        return _OUTCOMES[self.reason] is Outcome.ALLOW
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ def alembic_config(sync_url: str) -> Config:
     return cfg
 
 
-def upgrade(sync_url: str, revision: str = "heads") -> None:
+def upgrade(sync_url: str, revision: str = "head") -> None:
     if sync_url.startswith("sqlite:///"):
         Path(sync_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(sync_url), revision)

@@ -6,9 +6,13 @@ from audit import models as audit_models
 from broker.agencies import models as agency_models
 from broker.agreements import models as agreement_models
 from broker.breakglass import models as breakglass_models
+from broker.cluster import models as cluster_models
 from broker.consent import models as consent_models
 from broker.db.base import Base
 from broker.exchange import models as exchange_models
+from broker.publications import models as publication_models
+from broker.retention import models as retention_models
+from broker.review import models as review_models
 from broker.security import models as security_models
 from broker.transparency import models as transparency_models
 
@@ -18,8 +22,12 @@ __all__ = [
     "agreement_models",
     "audit_models",
     "breakglass_models",
+    "cluster_models",
     "consent_models",
     "exchange_models",
+    "publication_models",
+    "retention_models",
+    "review_models",
     "security_models",
     "transparency_models",
 ]

@@ -28,10 +28,12 @@ from broker.core.protocols import (
     PolicyEngine,
     SubjectRegister,
 )
+from broker.core.telemetry import current_trace_id, decision_span
 from broker.core.types import (
     AcuteDeclarationFact,
     ConsentFact,
     Decision,
+    ItemDecision,
     ItemStatus,
     PolicyInput,
     RequestedItem,
@@ -49,8 +51,9 @@ from broker.exchange.schemas import (
     ItemOut,
     LegalBasisOut,
 )
-from broker.policy.explain import explain
+from broker.policy.explain import explain, explanation_key
 from broker.policy.loader import PolicySet
+from broker.retention.vault import RetentionVault
 from broker.security.tokens import Principal
 from broker.transparency.receipts import ReceiptSigner
 
@@ -96,6 +99,7 @@ class ExchangeService:
         consents: ConsentSource,
         declarations: DeclarationSource,
         receipts: ReceiptSigner,
+        retention: RetentionVault,
         clock: Clock = system_clock,
     ) -> None:
         self._engine = engine
@@ -109,7 +113,10 @@ class ExchangeService:
         self._consents = consents
         self._declarations = declarations
         self._receipts = receipts
+        self._retention = retention
         self._clock = clock
+        self._explained_for: PolicySet | None = None
+        self._explanations: dict[tuple[Any, ...], str] = {}
 
     def now(self) -> datetime:
         return self._clock()
@@ -163,7 +170,8 @@ class ExchangeService:
             consents=consents,
             acute_declaration=declaration,
         )
-        decision = await self._engine.decide(policy_input)
+        with decision_span(self._engine.name):
+            decision = await self._engine.decide(policy_input)
 
         exchange_id = str(uuid.uuid4())
         response_form = decision.obligations.response_form
@@ -203,9 +211,11 @@ class ExchangeService:
             statuses=statuses,
             now=now,
         )
+        # Personal detail in the rows is sealed under the retention period's key.
+        await self._retention.seal_rows(rows, decision.obligations.retention, now)
         indices = await self._audit.append(audit_records, rows)
         # After the commit (it cites the leaf indices), before anything leaves.
-        receipt = self._receipts.issue(
+        receipt = await self._receipts.issue_async(
             exchange_id=exchange_id,
             request_id=request_id,
             issued_at=self._clock(),
@@ -254,7 +264,7 @@ class ExchangeService:
         """One indexed query for every person subject's records of this agreement
         and purpose; the procedure picks, per item, the record that applies. A
         purpose on a statutory basis has no records (the registry refuses them)."""
-        agreement = self.policy_set.agreements.get(request.agreement_id)
+        agreement = self.policy_set.current(request.agreement_id, dutch_date(now))
         purpose = agreement.purposes.get(request.purpose_id) if agreement else None
         if purpose is None or purpose.get("consent") == "not_required_with_basis":
             return ()
@@ -385,6 +395,7 @@ class ExchangeService:
     ) -> tuple[list[AuditRecord], list[Any]]:
         common = {
             "request_id": request_id,
+            "trace_id": current_trace_id(),
             "exchange_id": exchange_id,
             "decision_id": decision.decision_id,
             "requester": requester.oin,
@@ -497,6 +508,42 @@ class ExchangeService:
         ]
         return records, rows
 
+    def _explain(
+        self,
+        item: ItemDecision,
+        *,
+        agreement_id: str,
+        purpose_id: str,
+        recipient: str,
+        provider: str,
+        policy_input: PolicyInput,
+    ) -> str:
+        """``explain``, with texts that do not depend on the subject kept per
+        policy set (most items of most requests share them)."""
+        policy_set = self.policy_set
+        facts = explanation_key(item, policy_input)
+        key = None
+        if facts is not None:
+            if self._explained_for is not policy_set or len(self._explanations) > 20_000:
+                self._explanations = {}
+                self._explained_for = policy_set
+            key = (agreement_id, purpose_id, recipient, provider, *facts)
+            text = self._explanations.get(key)
+            if text is not None:
+                return text
+        text = explain(
+            item,
+            agreement_id=agreement_id,
+            purpose_id=purpose_id,
+            recipient=recipient,
+            provider=provider,
+            policy_set=policy_set,
+            policy_input=policy_input,
+        )
+        if key is not None:
+            self._explanations[key] = text
+        return text
+
     def _response(
         self,
         *,
@@ -514,8 +561,9 @@ class ExchangeService:
         policy_input: PolicyInput,
     ) -> ExchangeResponse:
         bases = self.policy_set.reference.legal_bases
+        # Built from values the broker made itself: constructed, not re-validated.
         out = [
-            ItemOut(
+            ItemOut.model_construct(
                 element=item.element,
                 subject=item.bsn,
                 subject_kind=item.kind.value,
@@ -523,28 +571,29 @@ class ExchangeService:
                 reason=decided.reason,
                 status=status,
                 legal_basis=[
-                    LegalBasisOut(id=b, citation=bases[b].citation if b in bases else b)
+                    LegalBasisOut.model_construct(
+                        id=b, citation=bases[b].citation if b in bases else b
+                    )
                     for b in decided.legal_basis_ids
                 ],
                 consent_id=decided.consent_id,
                 acute_declaration_id=decided.acute_declaration_id,
-                explanation=explain(
+                explanation=self._explain(
                     decided,
                     agreement_id=request.agreement_id,
                     purpose_id=request.purpose_id,
                     recipient=requester.party_type,
                     provider=provider.party_type,
-                    policy_set=self.policy_set,
                     policy_input=policy_input,
                 ),
             )
             for item, decided, status in zip(items, decision.items, statuses, strict=True)
         ]
-        return ExchangeResponse(
+        return ExchangeResponse.model_construct(
             exchange_id=exchange_id,
             decision_id=decision.decision_id,
             request_id=request_id,
-            agreement=AgreementRef(
+            agreement=AgreementRef.model_construct(
                 id=decision.agreement_id,
                 version=decision.agreement_version,
                 content_hash=decision.agreement_hash,

@@ -270,8 +270,7 @@ def _step1(case: _Case, *, passed: bool) -> str:
         return f"{_upper(case.clause())} is active and {period}."
     if status != "active":
         return f"{_upper(case.clause())} has status '{status}', not 'active'."
-    enforced = case.policy_set.enforced
-    if not passed and enforced is not None and agreement.id not in enforced:
+    if not passed and not case.policy_set.is_enforced(agreement):
         return (
             f"{_upper(case.clause())} is not in force: not every signatory has signed "
             f"this version (content hash {agreement.content_hash})."
@@ -618,6 +617,41 @@ def _step7(case: _Case) -> str:
 _PASSED: dict[int, Callable[..., str]] = {1: _step1, 2: _step2, 3: _step3, 4: _step4, 5: _step5}
 
 
+# Reasons whose explanation reads no subject facts, consent record or acute
+# declaration (steps 1-5, and step 6 on a statutory basis).
+_SUBJECT_FREE = frozenset(
+    {
+        ReasonCode.ALLOW_STATUTORY_BASIS,
+        ReasonCode.DENY_AGREEMENT_NOT_IN_FORCE,
+        ReasonCode.DENY_UNKNOWN_PURPOSE,
+        ReasonCode.DENY_PURPOSE_MISMATCH,
+        ReasonCode.DENY_ELEMENT_NOT_ALLOWED,
+        ReasonCode.DENY_PRECONDITION_FAILED,
+    }
+)
+
+
+def explanation_key(item: ItemDecision, policy_input: PolicyInput) -> tuple[Any, ...] | None:
+    """Everything the text of ``explain`` for this item reads besides the policy
+    set, agreement, purpose and parties — when that excludes the subject's own
+    facts; ``None`` when the text depends on them (consent, acute danger). Items
+    with equal keys get equal texts, so a caller may reuse them."""
+    if (
+        item.reason not in _SUBJECT_FREE
+        or item.consent_id is not None
+        or item.acute_declaration_id is not None
+        or policy_input.acute_declaration is not None
+    ):
+        return None
+    return (
+        item.element,
+        item.reason,
+        item.legal_basis_ids,
+        item.failed_preconditions,
+        policy_input.request_date,
+    )
+
+
 def explain(
     item: ItemDecision,
     *,
@@ -631,9 +665,14 @@ def explain(
     """The reasons for one item decision, one line per step of the procedure.
 
     ``policy_input`` (the input the decision was made on) adds the subject's age
-    band, who gave the consent record and the acute-danger declaration.
+    band, who gave the consent record and the acute-danger declaration, and picks
+    the agreement version used on its request date (else: the latest version).
     """
-    agreement = policy_set.agreements.get(agreement_id)
+    agreement = (
+        policy_set.current(agreement_id, policy_input.request_date)
+        if policy_input is not None
+        else policy_set.agreements.get(agreement_id)
+    )
     purpose = agreement.purposes.get(purpose_id) if agreement else None
     case = _Case(
         item=item,
@@ -767,12 +806,12 @@ def build_input(
     holders of parental authority are ``H1`` .. ``Hk``. Consent givers are written
     as ``child`` (or ``subject``/``self``), ``H1`` .., or any other name (someone
     without authority). Raises ValueError on unreadable options."""
-    agreement = policy_set.agreements.get(agreement_id)
+    moment = moment or datetime.now(UTC)
+    agreement = policy_set.current(agreement_id, dutch_date(moment))
     purpose = agreement.purposes.get(purpose_id) if agreement else None
     if provider is None:
         providers = (purpose or {}).get("providers") or []
         provider = str(providers[0]) if providers else "unknown"
-    moment = moment or datetime.now(UTC)
     request_ns = to_ns(moment)
     if authority_holders is None:
         authority_holders = 2 if subject_age is not None and subject_age < 18 else 0
@@ -839,6 +878,28 @@ def _declaration(
     )
 
 
+def version_moment(
+    policy_set: PolicySet, agreement_id: str, version: str, moment: datetime | None
+) -> datetime:
+    """A request time at which ``version`` of the agreement is the one decided on:
+    ``moment`` (default: now), or the first day of the version's window when now
+    lies outside it. Raises ValueError for an unknown version or a ``moment``
+    outside the window."""
+    agreement = policy_set.version(agreement_id, version)
+    if agreement is None:
+        known = ", ".join(a.version for a in policy_set.versions.get(agreement_id, ())) or "none"
+        raise ValueError(f"agreement {agreement_id} has no version {version} (versions: {known})")
+    at = moment or datetime.now(UTC)
+    if agreement.covers(dutch_date(at)):
+        return at
+    window = f"{agreement.valid_from}..{agreement.valid_until or ''}"
+    if moment is not None:
+        raise ValueError(
+            f"the date {dutch_date(at)} is outside version {version}'s window {window}"
+        )
+    return datetime.combine(date.fromisoformat(agreement.valid_from), time(12), DUTCH)
+
+
 def default_policy_dir() -> Path:
     """BROKER_POLICY_DIR (as the broker's settings read it), else the project's policies/."""
     configured = os.environ.get("BROKER_POLICY_DIR")
@@ -852,6 +913,28 @@ def load_policies(policy_dir: Path | None) -> PolicySet:
     except (BrokerError, OSError, ValueError) as exc:
         raise click.ClickException(f"cannot load the policy set: {exc}") from exc
 
+
+def select_version(policy_set: PolicySet, agreement_id: str, version: str | None) -> Agreement:
+    """The agreement version a policy tool works on: ``version``, else the one in
+    force today, else the latest; a click error naming the option when unknown."""
+    if agreement_id not in policy_set.versions:
+        raise click.BadParameter(f"unknown agreement {agreement_id}", param_hint="--agreement")
+    agreement = policy_set.select(agreement_id, version, dutch_date(datetime.now(UTC)))
+    if agreement is None:
+        known = ", ".join(a.version for a in policy_set.versions[agreement_id])
+        raise click.BadParameter(
+            f"agreement {agreement_id} has no version {version} (versions: {known})",
+            param_hint="--version",
+        )
+    return agreement
+
+
+version_option = click.option(
+    "--version",
+    "version",
+    default=None,
+    help="Agreement version (default: the one in force today, or the latest)",
+)
 
 policy_dir_option = click.option(
     "--policy-dir",
@@ -897,7 +980,14 @@ policy_dir_option = click.option(
     "--date",
     "request_date",
     default=None,
-    help="Request date YYYY-MM-DD (decided at 12:00 Dutch time; default: now)",
+    help="Request date YYYY-MM-DD (decided at 12:00 Dutch time; default: now, or with "
+    "--version the first day of that version's window when today lies outside it)",
+)
+@click.option(
+    "--version",
+    "version",
+    default=None,
+    help="Agreement version (default: the one in force on the date, or the latest)",
 )
 @policy_dir_option
 def explain_command(
@@ -913,6 +1003,7 @@ def explain_command(
     acute: str | None,
     context_pairs: tuple[str, ...],
     request_date: str | None,
+    version: str | None,
     policy_dir: Path | None,
 ) -> None:
     """Decide one synthetic request and explain every item step by step."""
@@ -925,6 +1016,8 @@ def explain_command(
             if request_date
             else None
         )
+        if version is not None:
+            moment = version_moment(policy_set, agreement_id, version, moment)
         policy_input = build_input(
             policy_set,
             agreement_id=agreement_id,

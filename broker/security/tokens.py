@@ -18,14 +18,18 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from broker.agencies.service import AgencyDirectory, AgencyView
+from broker.core.canonical import canonical_json
 from broker.core.errors import AuthenticationFailed, ErrorCode, StorageUnavailable
 from broker.crypto.keys import BrokerKeyring
+from broker.crypto.signers import compact_jws_async
 from broker.db.session import Database
 from broker.security.models import UsedAssertion
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ALLOWED_ALGS = ("EdDSA", "ES256")
 LEEWAY_SECONDS = 30
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+VERIFIED_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,8 @@ class TokenService:
         self._token_endpoint = token_endpoint
         self._ttl = ttl_seconds
         self._max_lifetime = assertion_max_lifetime
+        # Verified access tokens: token -> (exp, sub, jti).
+        self._verified: dict[str, tuple[float, str, str]] = {}
 
     @property
     def ttl(self) -> int:
@@ -74,20 +80,19 @@ class TokenService:
             raise AuthenticationFailed(ErrorCode.INVALID_CLIENT)
         await self._consume_jti(agency.oin, str(claims["jti"]), int(claims["exp"]))
         now = int(time.time())
-        token = jwt.encode(
-            {
-                "iss": self._issuer,
-                "aud": self._audience,
-                "sub": agency.oin,
-                "party": agency.party_type,
-                "iat": now,
-                "exp": now + self._ttl,
-                "jti": str(uuid.uuid4()),
-                "scope": "exchange",
-            },
-            self._keyring.signing_key(),
-            algorithm=self._keyring.active_alg,
-            headers={"kid": self._keyring.active_kid, "typ": "at+jwt"},
+        claims = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": agency.oin,
+            "party": agency.party_type,
+            "iat": now,
+            "exp": now + self._ttl,
+            "jti": str(uuid.uuid4()),
+            "scope": "exchange",
+        }
+        # Signed by the keyring's active key, wherever it lives (file or HSM).
+        token = await compact_jws_async(
+            self._keyring.signer, canonical_json(claims), typ=ACCESS_TOKEN_TYPE
         )
         return {
             "access_token": token,
@@ -163,6 +168,22 @@ class TokenService:
         if not authorization or not authorization.startswith("Bearer "):
             raise AuthenticationFailed()
         token = authorization.removeprefix("Bearer ").strip()
+        cached = self._verified.get(token)
+        if cached is not None and time.time() < cached[0]:
+            sub, jti = cached[1], cached[2]
+        else:
+            sub, jti = self._verify_access_token(token)
+        agency = await self._directory.get(sub)
+        if agency is None or not agency.active:
+            raise AuthenticationFailed()
+        return Principal(oin=agency.oin, party_type=agency.party_type, token_id=jti)
+
+    def _verify_access_token(self, token: str) -> tuple[str, str]:
+        """Checks signature, audience, issuer and expiry once per token; the
+        result is kept until the token expires, so a partner that reuses its
+        token pays for the signature check once (the agency's state is still
+        checked on every call)."""
+        self._verified.pop(token, None)
         try:
             header = jwt.get_unverified_header(token)
             key = self._keyring.verification_key(str(header.get("kid")))
@@ -176,7 +197,12 @@ class TokenService:
             )
         except Exception as exc:
             raise AuthenticationFailed() from exc
-        agency = await self._directory.get(str(claims["sub"]))
-        if agency is None or not agency.active:
-            raise AuthenticationFailed()
-        return Principal(oin=agency.oin, party_type=agency.party_type, token_id=claims["jti"])
+        sub, jti, exp = str(claims["sub"]), str(claims["jti"]), float(claims["exp"])
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            now = time.time()
+            for stale in [t for t, v in self._verified.items() if v[0] <= now]:
+                del self._verified[stale]
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.clear()
+        self._verified[token] = (exp, sub, jti)
+        return sub, jti
