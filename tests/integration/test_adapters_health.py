@@ -3,11 +3,15 @@ percentiles of the partner API and FHIR adapters and the register, without perso
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
+from click.testing import CliRunner
 
+from broker.cli import main as cli_main
 from tests.integration.conftest import START, Timed
 from tests.integration.test_breakglass import DECLARED_AT, declaration, police_request
 from tests.integration.test_exchange import SUSPECT_HISTORY
@@ -20,7 +24,7 @@ def by_endpoint(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 async def test_health_lists_adapters_and_shows_an_open_circuit(
-    timed: Timed, simulators: dict[str, Any]
+    timed: Timed, simulators: dict[str, Any], tmp_path: Path
 ) -> None:
     politie = simulators["parties"]["politie"]
     ggz = simulators["fhir"]["ggz"]
@@ -61,6 +65,27 @@ async def test_health_lists_adapters_and_shows_an_open_circuit(
     assert after[politie]["circuit"] == "open"
     assert after[politie]["failures"] >= 5
     assert after[ggz]["circuit"] == "closed"
+
+    # `broker adapters status` shows the same, with the agency's own key file; exit 1.
+    partner = timed.harness.partners["veilig_thuis"]
+    jwks = tmp_path / "private.jwks.json"
+    jwks.write_text(json.dumps({"keys": partner["keys"]}), encoding="utf-8")
+    (tmp_path / "oin.txt").write_text(partner["oin"] + "\n", encoding="utf-8")
+    url = timed.harness.broker.base_url
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli_main, ["adapters", "status", "--url", url, "--jwks", str(jwks)]
+    )
+    assert result.exit_code == 1, result.output
+    lines = {line.split()[1]: line.split() for line in result.output.splitlines()[1:]}
+    assert lines[politie][:3] == ["partner_api", politie, "open"]
+    assert lines[ggz][2] == "closed"
+    assert lines[register["endpoint"]][0] == "brp"
+    as_json = await asyncio.to_thread(
+        CliRunner().invoke,
+        cli_main,
+        ["adapters", "status", "--url", url, "--jwks", str(jwks), "--json"],
+    )
+    assert by_endpoint(json.loads(as_json.output))[politie]["circuit"] == "open"
 
 
 async def test_health_requires_a_token(timed: Timed) -> None:
