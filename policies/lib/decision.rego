@@ -134,8 +134,6 @@ whitelist := acute.allowed_elements[input.recipient] if acute_mode
 
 else := purpose.allowed_elements[input.recipient]
 
-element_allowed(element) if element in whitelist
-
 # ---------------------------------------------------------------- step 5
 # Evaluated once per request, over the request as a whole.
 failed_preconditions contains p.id if {
@@ -265,15 +263,6 @@ break_glass_applies(item) if {
 	item.element in acute.allowed_elements[input.recipient]
 }
 
-basis_outcome(item) := ["allow_statutory_basis", null, null] if {
-	purpose.consent == "not_required_with_basis"
-} else := [r[0], r[1], null] if {
-	purpose.consent == "required"
-	r := consent_outcome(item)
-} else := consent_or_acute(item, consent_outcome(item)) if {
-	purpose.consent == "required_unless_acute_danger"
-}
-
 # Valid consent first; else a valid acute declaration covering the item; else
 # the consent reason code.
 consent_or_acute(item, r) := ["allow_consent", r[1], null] if {
@@ -283,17 +272,41 @@ consent_or_acute(item, r) := ["allow_consent", r[1], null] if {
 } else := [r[0], r[1], null]
 
 # ---------------------------------------------------------------- decision
-step_reason(item) := ["deny_agreement_not_in_force", null, null] if {
+# Steps 1-3 and 5 concern the request as a whole and are decided once; per item
+# only step 4 (a set lookup) and step 6 remain. Function calls cost more than
+# lookups in the engines, so the per-item path uses as few as it can.
+request_reason := "deny_agreement_not_in_force" if {
 	not in_force
-} else := ["deny_unknown_purpose", null, null] if {
+} else := "deny_unknown_purpose" if {
 	not purpose
-} else := [parties_reason, null, null] if {
+} else := parties_reason if {
 	not parties_fit
+}
+
+statutory if purpose.consent == "not_required_with_basis"
+
+step_reason(item) := [request_reason, null, null] if {
+	request_reason
 } else := ["deny_element_not_allowed", null, null] if {
-	not element_allowed(item.element)
+	not item.element in whitelist
 } else := ["deny_precondition_failed", null, null] if {
 	not preconditions_hold
-} else := basis_outcome(item)
+} else := ["allow_statutory_basis", null, null] if {
+	statutory
+} else := [r[0], r[1], null] if {
+	purpose.consent == "required"
+	r := consent_outcome(item)
+} else := consent_or_acute(item, consent_outcome(item)) if {
+	purpose.consent == "required_unless_acute_danger"
+}
+
+reason_outcome := {r: "allow" | some r in allow_reasons}
+
+allow_reasons := {"allow_statutory_basis", "allow_consent", "allow_break_glass"}
+
+bases_by_outcome := {"allow": purpose.legal_basis_ids, "deny": []} if purpose
+
+else := {"deny": []}
 
 decide(item) := {
 	"element": item.element,
@@ -306,22 +319,12 @@ decide(item) := {
 	"failed_preconditions": failed,
 } if {
 	r := step_reason(item)
-	outcome := outcome_of(r[0])
-	bases := legal_bases(outcome)
-	failed := failed_for(r[0])
+	outcome := object.get(reason_outcome, r[0], "deny")
+	bases := bases_by_outcome[outcome]
+	failed := [p | r[0] == "deny_precondition_failed"; some p in sorted_failed]
 }
 
-outcome_of(reason) := "allow" if startswith(reason, "allow_")
-
-else := "deny"
-
-legal_bases("allow") := purpose.legal_basis_ids
-
-legal_bases("deny") := []
-
-failed_for("deny_precondition_failed") := sort(failed_preconditions)
-
-failed_for(reason) := [] if reason != "deny_precondition_failed"
+sorted_failed := sort(failed_preconditions)
 
 obligations := {
 	"response_form": object.get(purpose, "response_form", "full"),

@@ -5,10 +5,12 @@ refused (over loopback HTTP, on SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 
 from broker.agencies.service import AgencyService
 from broker.db.session import Database
@@ -22,7 +24,7 @@ AGREEMENTS_PATH = "/v1/agreements"
 async def test_remembered_tokens_still_expire_and_follow_the_agency(
     database_url: str, simulators: dict[str, Any], tmp_path: Path
 ) -> None:
-    settings = broker_settings(database_url, simulators, tmp_path, access_token_ttl_seconds=2)
+    settings = broker_settings(database_url, simulators, tmp_path, access_token_ttl_seconds=5)
     partners = await register_partners(settings, simulators, sign=False)
     async with serve_broker(settings) as broker:
         vt = partners["veilig_thuis"]
@@ -39,7 +41,8 @@ async def test_remembered_tokens_still_expire_and_follow_the_agency(
             forged = f"{head}.{payload}.{signature[:-2]}AA"
             r = await http.get(AGREEMENTS_PATH, headers={"Authorization": f"Bearer {forged}"})
             assert r.status_code == 401
-            await asyncio.sleep(2.2)
+            expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+            await asyncio.sleep(max(0.0, expires - time.time()) + 0.5)
             r = await http.get(AGREEMENTS_PATH, headers=auth)
             assert r.status_code == 401
             assert r.json()["code"] == "unauthorized"
