@@ -295,14 +295,15 @@ def audit_verify(checkpoint_path: Path | None, witnesses: int) -> None:
     settings = _settings()
     origin = settings.log_origin
     keyring: BrokerKeyring | None = None
-    public = b""
+    publics: list[bytes] = []
     if (
         settings.key_backend is KeyBackend.PKCS11
         or (settings.keys_dir / "broker-signing.jwks.json").exists()
     ):
         try:
             keyring = open_keyring(settings)
-            public = keyring.public_key_raw()
+            keyring.public_key_raw()  # the active key signs checkpoints: Ed25519
+            publics = keyring.public_keys_raw()
         except BrokerError as exc:
             raise click.ClickException(exc.diagnostics()) from exc
     elif checkpoint_path is not None:
@@ -311,9 +312,7 @@ def audit_verify(checkpoint_path: Path | None, witnesses: int) -> None:
     saved: verifier.Checkpoint | None = None
     try:
         if checkpoint_path is not None:
-            saved = verifier.verify_checkpoint(
-                checkpoint_path.read_bytes(), key_name=origin, public_key=public
-            )
+            saved = _verify_saved_checkpoint(checkpoint_path.read_bytes(), origin, publics)
     except verifier.VerificationError as exc:
         raise click.ClickException(f"{checkpoint_path}: {exc}") from exc
 
@@ -385,6 +384,20 @@ async def _verified_cosigners(database: Any, origin: str, size: int, root: bytes
             continue
         out[row.agency_oin] = max(out.get(row.agency_oin, 0), row.tree_size)
     return out
+
+
+def _verify_saved_checkpoint(note: bytes, origin: str, publics: list[bytes]) -> Any:
+    """A saved checkpoint verifies with any key of the broker's ordered keyring
+    (the active one first): one signed before a key rotation still counts."""
+    from audit import verifier
+
+    error: verifier.VerificationError | None = None
+    for public in publics:
+        try:
+            return verifier.verify_checkpoint(note, key_name=origin, public_key=public)
+        except verifier.VerificationError as exc:
+            error = error or exc
+    raise error or verifier.VerificationError("no Ed25519 key in the broker's keyring")
 
 
 def _report_checkpoints(

@@ -177,6 +177,17 @@ class BrokerKeyring:
         except ValueError as exc:
             raise KeyError_("the active broker key is not an Ed25519 key") from exc
 
+    def public_keys_raw(self) -> list[bytes]:
+        """Every Ed25519 key's raw public key, active first: rotated-out keys still
+        verify the checkpoints they signed."""
+        out: list[bytes] = []
+        for jwk in self._public:
+            try:
+                out.append(p.ed25519_public_raw(jwk))
+            except ValueError:
+                continue
+        return out
+
     def close(self) -> None:
         """Releases the backend (PKCS#11 sessions); file keys hold nothing."""
         if self._on_close is not None:

@@ -264,6 +264,11 @@ def test_cli_verifies_the_root_and_checkpoints(tmp_path: Path) -> None:
     assert (
         "signature is invalid" in cli("audit", "verify", "--checkpoint", str(saved), code=1).output
     )
+    # A checkpoint signed before a key rotation still verifies (ordered keyring).
+    saved.write_text(sign_checkpoint(ring, "broker.example/audit", 0, merkle.EMPTY_ROOT))
+    BrokerKeyring.rotate(tmp_path / "keys")
+    out = cli("audit", "verify", "--checkpoint", str(saved)).output
+    assert "checkpoint at size 0 verified against the log" in out
 
 
 async def test_migration_0004_builds_the_tree_of_an_existing_log(
