@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from audit.log import AuditRecord, AuditWriter
 from audit.models import AuditEntry
+from audit.search import DecisionFilter, decision_entry, decision_select
 from audit.tree import tree_head
 from audit.verify import verify_chain, verify_tree
 from broker.agencies.models import Agency
@@ -246,74 +247,6 @@ class ReviewService:
         oins = sorted(officer.agencies)
         return or_(Exchange.requester_oin.in_(oins), Exchange.provider_oin.in_(oins))
 
-    def _where(self, stmt: Select[*Ts], officer: Officer, flt: TrailFilter) -> Select[*Ts]:
-        stmt = stmt.join(Exchange, Exchange.id == AuditEntry.exchange_id).where(
-            AuditEntry.kind == "decision"
-        )
-        scope = self._scope(officer)
-        if scope is not None:
-            stmt = stmt.where(scope)
-        if flt.subject is not None:
-            stmt = stmt.where(AuditEntry.subject_key == flt.subject)
-        if flt.agency is not None:
-            stmt = stmt.where(
-                or_(Exchange.requester_oin == flt.agency, Exchange.provider_oin == flt.agency)
-            )
-        if flt.purpose is not None:
-            stmt = stmt.where(Exchange.purpose_id == flt.purpose)
-        if flt.agreement is not None:
-            stmt = stmt.where(Exchange.agreement_id == flt.agreement)
-        if flt.outcome is not None:
-            stmt = stmt.where(AuditEntry.outcome == flt.outcome)
-        if flt.reason is not None:
-            # Entries are canonical JSON (no whitespace): the key/value pair is literal.
-            stmt = stmt.where(
-                AuditEntry.entry.contains(f'"reason":"{flt.reason}"', autoescape=True)
-            )
-        if flt.since is not None:
-            stmt = stmt.where(AuditEntry.created_at >= flt.since)
-        if flt.until is not None:
-            stmt = stmt.where(AuditEntry.created_at < flt.until)
-        return stmt
-
-    def _columns(self) -> Select[*tuple[Any, ...]]:
-        return select(
-            AuditEntry.seq,
-            AuditEntry.created_at,
-            AuditEntry.exchange_id,
-            AuditEntry.subject_key,
-            AuditEntry.element,
-            AuditEntry.outcome,
-            AuditEntry.entry,
-            Exchange.requester_oin,
-            Exchange.provider_oin,
-            Exchange.purpose_id,
-            Exchange.agreement_id,
-            Exchange.agreement_version,
-        )
-
-    @staticmethod
-    def _entry(row: Any) -> TrailEntry:
-        body = orjson.loads(row.entry)
-        return TrailEntry(
-            seq=row.seq,
-            time=row.created_at,
-            exchange_id=row.exchange_id,
-            request_id=body.get("request_id"),
-            subject=row.subject_key,
-            element=row.element,
-            outcome=row.outcome,
-            reason=body.get("reason"),
-            legal_basis=[str(b) for b in body.get("legal_basis") or ()],
-            requester=row.requester_oin,
-            provider=row.provider_oin,
-            purpose=row.purpose_id,
-            agreement=row.agreement_id,
-            agreement_version=row.agreement_version,
-            consent_id=body.get("consent_id"),
-            acute_declaration_id=body.get("acute_declaration_id"),
-        )
-
     async def _audit_read(
         self,
         officer: Officer,
@@ -341,26 +274,61 @@ class ReviewService:
             ]
         )
 
+    def _decisions(self, officer: Officer, flt: TrailFilter) -> Select[*tuple[Any, ...]]:
+        """The officer's decision entries matching ``flt``, through the shared audit
+        search (exchanges and publication deliveries alike, read by their indexes)."""
+        shared = DecisionFilter(
+            subject=flt.subject,
+            agency=flt.agency,
+            purpose=flt.purpose,
+            agreement=flt.agreement,
+            outcome=flt.outcome,
+            reason=flt.reason,
+            since=flt.since,
+            until=flt.until,
+            scope=officer.agencies,
+        )
+        return decision_select(shared, sqlite=self._db.is_sqlite)
+
+    @staticmethod
+    def _trail(row: Any) -> TrailEntry:
+        e = decision_entry(row)
+        return TrailEntry(
+            seq=e.seq,
+            time=e.time,
+            exchange_id=e.exchange_id,
+            request_id=e.request_id,
+            subject=e.subject,
+            element=e.element,
+            outcome=e.outcome,
+            reason=e.reason,
+            legal_basis=e.legal_basis,
+            requester=e.requester or "",
+            provider=e.provider,
+            purpose=e.purpose or "",
+            agreement=e.agreement or "",
+            agreement_version=e.agreement_version,
+            consent_id=e.consent_id,
+            acute_declaration_id=e.acute_declaration_id,
+        )
+
     async def search(
         self, officer: Officer, flt: TrailFilter, *, page: int = 1, request_id: str | None = None
     ) -> TrailPage:
         page = max(1, page)
+        stmt = self._decisions(officer, flt)
         async with self._db.session() as session:
             total = int(
-                await session.scalar(
-                    self._where(select(func.count()).select_from(AuditEntry), officer, flt)
-                )
-                or 0
+                await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
             )
             rows = (
                 await session.execute(
-                    self._where(self._columns(), officer, flt)
-                    .order_by(AuditEntry.seq.desc())
+                    stmt.order_by(AuditEntry.seq.desc())
                     .limit(PAGE_SIZE)
                     .offset((page - 1) * PAGE_SIZE)
                 )
             ).all()
-        entries = [self._entry(r) for r in rows]
+        entries = [self._trail(r) for r in rows]
         await self._audit_read(
             officer, action="search", flt=flt, count=len(entries), request_id=request_id
         )
@@ -372,12 +340,10 @@ class ReviewService:
         async with self._db.session() as session:
             rows = (
                 await session.execute(
-                    self._where(self._columns(), officer, flt)
-                    .order_by(AuditEntry.seq)
-                    .limit(EXPORT_MAX_ROWS)
+                    self._decisions(officer, flt).order_by(AuditEntry.seq).limit(EXPORT_MAX_ROWS)
                 )
             ).all()
-        entries = [self._entry(r) for r in rows]
+        entries = [self._trail(r) for r in rows]
         await self._audit_read(
             officer,
             action="export",

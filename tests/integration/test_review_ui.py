@@ -467,3 +467,25 @@ async def test_session_expires(review: Review) -> None:
             await http.get("/review/breakglass")
         assert review.timed.clock.now - DECLARED_AT > timedelta(hours=8)
         assert (await http.get("/review/trail")).status_code == 303
+
+
+async def test_the_trail_lists_publication_deliveries(review: Review) -> None:
+    """Decisions on a published event (recipient = requester, publisher = provider)
+    are in the trail of both sides' officers, as exchanges are."""
+    from tests.integration.test_publications import event
+
+    published = await review.timed.call("politie", "POST", "/v1/publications", event())
+    assert published.status_code == 202, published.text
+    vt = await review.account("vt-officer", "veilig_thuis")
+    police = await review.account("police-officer", "politie")
+    ggz = await review.account("ggz-officer", "ggz")
+    async with (
+        review.session(vt) as vt_http,
+        review.session(police) as police_http,
+        review.session(ggz) as ggz_http,
+    ):
+        # Four items decided for the one Veilig Thuis recipient (one of them denied).
+        assert await _total(vt_http) == 4
+        assert await _total(police_http) == 4
+        assert await _total(ggz_http) == 0
+        assert await _total(vt_http, "purpose=zorgmelding_na_incident&outcome=deny") == 1
