@@ -307,7 +307,7 @@ CSV_COLUMNS = [
 ]
 
 
-def _safe_cell(value: str) -> str:
+def safe_cell(value: str) -> str:
     """No spreadsheet formulas: a cell never starts with = + - @ (CSV injection)."""
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
@@ -323,7 +323,7 @@ def csv_row(entry: DecisionEntry) -> str:
     row["legal_basis"] = " ".join(entry.legal_basis)
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerow(
-        ["" if row[c] is None else _safe_cell(str(row[c])) for c in CSV_COLUMNS]
+        ["" if row[c] is None else safe_cell(str(row[c])) for c in CSV_COLUMNS]
     )
     return out.getvalue()
 
@@ -332,7 +332,7 @@ def json_line(entry: DecisionEntry) -> str:
     return orjson.dumps(entry.as_json()).decode("utf-8") + "\n"
 
 
-def _hex_id(seed: str, size: int) -> str:
+def hex_id(seed: str, size: int) -> str:
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()[: size * 2]
 
 
@@ -349,7 +349,7 @@ def ldv_record(entry: DecisionEntry, *, log_origin: str) -> dict[str, Any]:
     version = f":v{entry.agreement_version}" if entry.agreement_version else ""
     return {
         "trace_id": entry.trace_id,
-        "operation_id": _hex_id(f"{log_origin}/{entry.seq}", 8),
+        "operation_id": hex_id(f"{log_origin}/{entry.seq}", 8),
         "name": f"decide {entry.element}",
         "start_time": moment,
         "end_time": moment,

@@ -13,7 +13,6 @@ officer's account id (and, for a subject search, the pseudonym).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import re
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from audit.log import AuditRecord, AuditWriter
 from audit.models import AuditEntry
-from audit.search import DecisionFilter, decision_entry, decision_select
+from audit.search import DecisionFilter, decision_entry, decision_select, hex_id, safe_cell
 from audit.tree import tree_head
 from audit.verify import verify_chain, verify_tree
 from broker.agencies.models import Agency
@@ -584,13 +583,8 @@ def to_csv(entries: list[TrailEntry]) -> str:
     for e in entries:
         row = e.as_json()
         row["legal_basis"] = " ".join(e.legal_basis)
-        writer.writerow(["" if row[c] is None else _safe_cell(str(row[c])) for c in CSV_COLUMNS])
+        writer.writerow(["" if row[c] is None else safe_cell(str(row[c])) for c in CSV_COLUMNS])
     return out.getvalue()
-
-
-def _safe_cell(value: str) -> str:
-    """No spreadsheet formulas: a cell never starts with = + - @ (CSV injection)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
 
 
 def to_json(entries: list[TrailEntry], flt: TrailFilter, generated_at: datetime) -> bytes:
@@ -603,10 +597,6 @@ def to_json(entries: list[TrailEntry], flt: TrailFilter, generated_at: datetime)
             "entries": [e.as_json() for e in entries],
         }
     )
-
-
-def _hex_id(seed: str, size: int) -> str:
-    return hashlib.sha256(seed.encode()).hexdigest()[: size * 2]
 
 
 def to_ldv(entries: list[TrailEntry], *, log_origin: str) -> bytes:
@@ -622,15 +612,15 @@ def to_ldv(entries: list[TrailEntry], *, log_origin: str) -> bytes:
             {
                 "trace_id": exchange.replace("-", "")
                 if len(exchange.replace("-", "")) == 32
-                else _hex_id(exchange, 16),
-                "operation_id": _hex_id(f"{log_origin}/{e.seq}", 8),
+                else hex_id(exchange, 16),
+                "operation_id": hex_id(f"{log_origin}/{e.seq}", 8),
                 "status_code": "STATUS_CODE_OK",
                 "name": f"decide {e.element}",
                 "start_time": ms,
                 "end_time": ms,
                 "foreign_operation": {
-                    "trace_id": _hex_id(f"request:{e.request_id}", 16),
-                    "operation_id": _hex_id(f"request:{e.request_id}", 8),
+                    "trace_id": hex_id(f"request:{e.request_id}", 16),
+                    "operation_id": hex_id(f"request:{e.request_id}", 8),
                     "entity": f"urn:oin:{e.requester}",
                 }
                 if e.request_id
