@@ -2,8 +2,14 @@
 factory, a per-endpoint circuit breaker with counters, exponential backoff with jitter, the
 retryable/fatal error split and a size-limited body reader.
 
-Used by :mod:`adapters.partner_api`, :mod:`adapters.healthcare` and (stats only)
-:mod:`adapters.brp`. Per endpoint it also keeps latency percentiles over a bounded window of
+Used by :mod:`adapters.partner_api`, :mod:`adapters.healthcare` and :mod:`adapters.brp`.
+
+TLS: every session :func:`new_session` makes uses one process-wide client
+:class:`ssl.SSLContext` (:func:`client_tls_context` builds it from the broker's client
+certificate and key and the CA bundle that verifies providers; :func:`use_client_tls`
+installs it, once, at start-up), so every adapter presents the same certificate (mTLS)
+and trusts the same CAs. Without one installed, sessions use Python's default verifying
+context. Per endpoint it also keeps latency percentiles over a bounded window of
 recent calls (:class:`LatencyWindow`) and feeds the Prometheus adapter latency histogram and
 circuit state gauge (:mod:`broker.core.telemetry`). :func:`client_span` and
 :func:`trace_headers` give outgoing calls their span and W3C ``traceparent`` header. Nothing
@@ -14,10 +20,12 @@ from __future__ import annotations
 
 import math
 import random
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,12 +45,16 @@ __all__ = [
     "LatencyWindow",
     "Outcome",
     "RetryableError",
+    "TlsConfigError",
     "backoff_delay",
     "client_span",
+    "client_tls",
+    "client_tls_context",
     "endpoint_host",
     "new_session",
     "read_limited",
     "trace_headers",
+    "use_client_tls",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -304,11 +316,83 @@ def backoff_delay(attempt: int, base: float, ceiling: float, rng: random.Random)
     return top * (0.5 + rng.random() / 2)
 
 
+class TlsConfigError(ValueError):
+    """The client certificate, key or CA bundle cannot be used (missing, unreadable, not
+    matching). Raised at start-up: the broker refuses to start rather than talk without."""
+
+
+def client_tls_context(
+    *,
+    cert: Path | None = None,
+    key: Path | None = None,
+    ca: Path | None = None,
+    key_password: str | None = None,
+) -> ssl.SSLContext:
+    """The client side of mutual TLS to provider systems.
+
+    ``cert`` (PEM, the broker's certificate and any intermediates; it may also hold the
+    key) and ``key`` (PEM) are presented to servers that ask for a client certificate.
+    ``ca`` (PEM bundle) replaces the system trust store for verifying providers' server
+    certificates (e.g. the PKIoverheid private-services roots); without it the system
+    store is used. Server certificates and host names are always verified; TLS 1.2 is
+    the minimum."""
+    if key is not None and cert is None:
+        raise TlsConfigError("a client key needs a client certificate")
+    try:
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(ca) if ca is not None else None
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsConfigError(f"cannot load the CA bundle {ca}: {exc.__class__.__name__}") from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert is not None:
+        try:
+            context.load_cert_chain(
+                str(cert), str(key) if key is not None else None, password=key_password
+            )
+        except (OSError, ssl.SSLError) as exc:
+            # The exception text names files only, never key material.
+            raise TlsConfigError(
+                f"cannot load the client certificate {cert}: {exc.__class__.__name__}"
+            ) from exc
+    return context
+
+
+class _InstalledTls:
+    """Holds the process-wide client TLS context."""
+
+    context: ssl.SSLContext | None = None
+
+
+_INSTALLED = _InstalledTls()
+
+
+def use_client_tls(context: ssl.SSLContext | None) -> None:
+    """Install the process-wide client TLS context (``None``: Python's default). Sessions
+    made afterwards use it; the broker calls this once while it wires its services."""
+    _INSTALLED.context = context
+
+
+def client_tls() -> ssl.SSLContext | None:
+    """The installed client TLS context, if any."""
+    return _INSTALLED.context
+
+
 def new_session(
-    *, max_connections: int, max_connections_per_host: int, headers: dict[str, str]
+    *,
+    max_connections: int,
+    max_connections_per_host: int,
+    headers: dict[str, str],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> aiohttp.ClientSession:
+    """A pooled session. TLS uses ``ssl_context`` when given, else the installed client
+    context (:func:`use_client_tls`), else Python's default verifying context."""
+    context = ssl_context if ssl_context is not None else _INSTALLED.context
     connector = aiohttp.TCPConnector(
-        limit=max_connections, limit_per_host=max_connections_per_host, ttl_dns_cache=300
+        limit=max_connections,
+        limit_per_host=max_connections_per_host,
+        ttl_dns_cache=300,
+        ssl=context if context is not None else True,
     )
     return aiohttp.ClientSession(connector=connector, headers=headers, raise_for_status=False)
 

@@ -20,7 +20,7 @@ import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from adapters._http import EndpointState, client_span, trace_headers
+from adapters._http import EndpointState, client_span, new_session, trace_headers
 from broker.core.bsn import is_valid_bsn
 from broker.core.errors import RegisterUnavailable
 from broker.core.protocols import PersonRecord
@@ -121,10 +121,11 @@ class BrpRegister:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300),
+            # The shared factory: the broker's client TLS context (mTLS) applies here too.
+            self._session = new_session(
+                max_connections=self._max_connections,
+                max_connections_per_host=self._max_connections,
                 headers=self._headers,
-                raise_for_status=False,
             )
         return self._session
 

@@ -7,10 +7,10 @@ a resource type of which any resource fails validation makes the items derived f
 ``unavailable``. Values are mapped per ``mapping.yaml`` (validated against the catalogue at
 start-up).
 
-HTTP discipline as the partner API adapter (shared pieces in :mod:`adapters._http`): one pooled
-session, a total time budget per :meth:`FhirAdapter.fetch` call (retries included), bounded
-retries with exponential backoff and jitter for connection errors, 5xx and 429, and a circuit
-breaker per endpoint. Never raises for a provider fault; logs no BSNs or values.
+HTTP discipline is the one shared :class:`adapters.sdk.calls.ResilientHttp`: one pooled session,
+a total time budget per :meth:`FhirAdapter.fetch` call (retries included), bounded retries with
+exponential backoff and jitter for connection errors, 5xx and 429, and a circuit breaker per
+endpoint. Never raises for a provider fault; logs no BSNs or values.
 """
 
 from __future__ import annotations
@@ -25,24 +25,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import structlog
 import yaml
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from adapters._http import (
-    CircuitBreakers,
-    EndpointState,
-    FatalError,
-    Outcome,
-    RetryableError,
-    backoff_delay,
-    client_span,
-    new_session,
-    read_limited,
-    trace_headers,
-)
+from adapters._http import FatalError, client_span
+from adapters.sdk.calls import Call, CallEnd, CallFailed, ResilientHttp
 from broker.core.protocols import FetchedItem, FetchItem, FetchRequest
 from broker.core.types import ItemStatus, ResponseForm
 
@@ -279,12 +268,13 @@ class _SearchFailed(Exception):
 
 @dataclass(slots=True)
 class _Call:
-    endpoint: str
+    call: Call
     request: FetchRequest
-    st: EndpointState
-    deadline: float
-    failed: bool = False
     invalid: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return self.call.endpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,45 +311,28 @@ class FhirAdapter:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if retries < 0:
-            raise ValueError("retries must not be negative")
         self.mapping = load_mapping(mapping_path, catalogue_path)
-        self._timeout = timeout
-        self._retries = retries
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
-        self._max_connections = max_connections
-        self._max_connections_per_host = max_connections_per_host
-        self._max_body_bytes = max_body_bytes
-        self._headers = dict(headers or {})
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._clock = clock
-        self._breakers = CircuitBreakers(
-            threshold=breaker_threshold,
-            cooldown=breaker_cooldown,
-            clock=clock,
-            log_prefix="fhir",
+        self._http = ResilientHttp(
             kind=self.kind,
+            log_prefix="fhir",
+            timeout=timeout,
+            retries=retries,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            breaker_threshold=breaker_threshold,
+            breaker_cooldown=breaker_cooldown,
+            max_connections=max_connections,
+            max_connections_per_host=max_connections_per_host,
+            max_body_bytes=max_body_bytes,
+            headers=headers,
+            rng=rng,
+            clock=clock,
         )
-        self._session: aiohttp.ClientSession | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_session(
-                max_connections=self._max_connections,
-                max_connections_per_host=self._max_connections_per_host,
-                headers=self._headers,
-            )
-        return self._session
-
     async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
+        await self._http.aclose()
 
     async def __aenter__(self) -> FhirAdapter:
         return self
@@ -370,7 +343,7 @@ class FhirAdapter:
     def health(self) -> dict[str, dict[str, Any]]:
         """Circuit state, call counters and latency percentiles per endpoint (no personal
         data)."""
-        return self._breakers.health()
+        return self._http.health()
 
     # ------------------------------------------------------------------ fetch
 
@@ -412,55 +385,31 @@ class FhirAdapter:
         items: list[FetchItem],
         results: dict[_Key, FetchedItem],
     ) -> None:
-        st = self._breakers.state(endpoint)
-        st.calls += 1
-        if not self._breakers.admit(st):
-            st.short_circuited += 1
-            _log.warning(
-                "fhir_circuit_open_short_circuit", endpoint=endpoint, request_id=request.request_id
-            )
-            _fill(items, results, ItemStatus.UNAVAILABLE)
-            return
-        started = self._clock()
-        call = _Call(endpoint, request, st, started + self._timeout)
         by_bsn: dict[str, list[FetchItem]] = {}
         for item in items:
             by_bsn.setdefault(item.bsn, []).append(item)
-        try:
-            async with asyncio.timeout(self._timeout):
-                await asyncio.gather(
-                    *(self._subject(call, bsn, subject, results) for bsn, subject in by_bsn.items())
-                )
-            outcome = Outcome.FAILED if call.failed else Outcome.OK
-        except TimeoutError:
-            _log.warning(
-                "fhir_fetch_timeout",
-                endpoint=endpoint,
-                request_id=request.request_id,
-                timeout_s=self._timeout,
+        calls: list[_Call] = []
+
+        async def work(call: Call) -> None:
+            state = _Call(call, request)
+            calls.append(state)
+            await asyncio.gather(
+                *(self._subject(state, bsn, subject, results) for bsn, subject in by_bsn.items())
             )
-            _fill(items, results, ItemStatus.TIMEOUT)
-            outcome = Outcome.TIMEOUT
-        except asyncio.CancelledError:
-            st.probe_in_flight = False  # the caller gave up: free the half-open probe slot
-            raise
-        except Exception as exc:  # noqa: BLE001 - the adapter contract: never raise for a call
-            _log.error(
-                "fhir_fetch_error",
-                endpoint=endpoint,
-                request_id=request.request_id,
-                error_type=type(exc).__name__,
-            )
-            _fill(items, results, ItemStatus.UNAVAILABLE)
-            outcome = Outcome.FAILED
-        if call.invalid:
+
+        done = await self._http.guarded(endpoint, request.request_id, work)
+        _fill(
+            items,
+            results,
+            ItemStatus.TIMEOUT if done.end is CallEnd.TIMEOUT else ItemStatus.UNAVAILABLE,
+        )
+        if calls and calls[0].invalid:
             _log.warning(
                 "fhir_invalid_resources",
                 endpoint=endpoint,
                 request_id=request.request_id,
-                searches=call.invalid,
+                searches=calls[0].invalid,
             )
-        self._breakers.record(endpoint, st, outcome, self._clock() - started)
 
     async def _subject(
         self, call: _Call, bsn: str, items: list[FetchItem], results: dict[_Key, FetchedItem]
@@ -541,104 +490,33 @@ class FhirAdapter:
         return _item(item, ItemStatus.RELEASED, value)
 
     async def _search(self, call: _Call, resource_type: str, params: dict[str, str]) -> _Searched:
-        """One search with bounded retries; raises _SearchFailed (and marks the call failed)."""
-        url = f"{call.endpoint}/{resource_type}"
-        attempt = 0
-        while True:
-            attempt += 1
-            call.st.attempts += 1
-            try:
-                bundle = await self._attempt(url, params, call.request.request_id)
-            except FatalError as exc:
-                self._log_failure(
-                    call,
-                    resource_type=resource_type,
-                    attempt=attempt,
-                    reason=exc.reason,
-                    http_status=exc.http_status,
-                    retryable=False,
-                )
-                call.failed = True
-                raise _SearchFailed from exc
-            except RetryableError as exc:
-                delay = backoff_delay(attempt, self._backoff_base, self._backoff_max, self._rng)
-                give_up = attempt > self._retries or self._clock() + delay >= call.deadline
-                self._log_failure(
-                    call,
-                    resource_type=resource_type,
-                    attempt=attempt,
-                    reason=exc.reason,
-                    http_status=exc.http_status,
-                    retryable=not give_up,
-                )
-                if give_up:
-                    call.failed = True
-                    raise _SearchFailed from exc
-                call.st.retries += 1
-                await asyncio.sleep(delay)
-                continue
-            searched = _validate_bundle(bundle, resource_type)
-            if not searched.valid:
-                call.invalid += 1
-            return searched
-
-    def _log_failure(
-        self,
-        call: _Call,
-        *,
-        resource_type: str,
-        attempt: int,
-        reason: str,
-        http_status: int | None,
-        retryable: bool,
-    ) -> None:
-        _log.warning(
-            "fhir_search_failed",
-            endpoint=call.endpoint,
-            request_id=call.request.request_id,
-            resource=resource_type,
-            attempt=attempt,
-            reason=reason,
-            http_status=http_status,
-            retryable=retryable,
-        )
-
-    async def _attempt(self, url: str, params: dict[str, str], request_id: str) -> Any:
-        """One HTTP GET: the decoded JSON body, or RetryableError/FatalError.
-
-        Time-outs propagate as ``TimeoutError`` (the caller's deadline)."""
-        session = self._get_session()
+        """One search with bounded retries; raises _SearchFailed (the call is marked failed)."""
         try:
-            async with session.get(
-                url,
+            bundle = await self._http.request(
+                call.call,
+                "GET",
+                f"{call.endpoint}/{resource_type}",
+                parse=_json_body,
+                label=resource_type,
                 params=params,
-                headers=trace_headers(
-                    {"X-Request-ID": request_id, "Accept": "application/fhir+json"}
-                ),
-                allow_redirects=False,
-            ) as resp:
-                if resp.status >= 500 or resp.status == 429:
-                    raise RetryableError("http_status", resp.status)
-                if resp.status != 200:
-                    raise FatalError("http_status", resp.status)
-                raw = await read_limited(resp, self._max_body_bytes)
-        except aiohttp.ClientPayloadError as exc:
-            raise RetryableError("payload_error") from exc
-        except aiohttp.ClientConnectionError as exc:
-            if isinstance(exc, TimeoutError):  # aiohttp's own time-outs subclass both
-                raise
-            raise RetryableError("connection_error") from exc
-        except aiohttp.ClientResponseError as exc:
-            raise FatalError("bad_response", exc.status) from exc
-        except aiohttp.ClientError as exc:
-            raise FatalError("client_error") from exc
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise FatalError("malformed_body") from exc
+                headers={"Accept": "application/fhir+json"},
+            )
+        except CallFailed as exc:
+            raise _SearchFailed from exc
+        searched = _validate_bundle(bundle, resource_type)
+        if not searched.valid:
+            call.invalid += 1
+        return searched
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _json_body(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise FatalError("malformed_body") from exc
 
 
 def _validate_bundle(bundle: Any, resource_type: str) -> _Searched:

@@ -3,14 +3,13 @@
 One :class:`PartnerApiAdapter` instance reaches any number of partner endpoints through ONE
 shared, pooled ``aiohttp.ClientSession`` (created lazily on first use). Every call has a total
 deadline, bounded retries with exponential backoff and jitter, and a circuit breaker per
-endpoint (shared pieces in :mod:`adapters._http`). The adapter never raises for a provider
-fault: faults become per-item ``unavailable``/``timeout`` statuses. Nothing personal (BSNs,
-values) is ever logged.
+endpoint (the one shared implementation: :class:`adapters.sdk.calls.ResilientHttp`). The
+adapter never raises for a provider fault: faults become per-item ``unavailable``/``timeout``
+statuses. Nothing personal (BSNs, values) is ever logged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -21,19 +20,8 @@ import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from adapters._http import (
-    BreakerState,
-    CircuitBreakers,
-    EndpointState,
-    FatalError,
-    Outcome,
-    RetryableError,
-    backoff_delay,
-    client_span,
-    new_session,
-    read_limited,
-    trace_headers,
-)
+from adapters._http import BreakerState, FatalError, client_span
+from adapters.sdk.calls import Call, CallEnd, CallFailed, ResilientHttp
 from broker.core.protocols import FetchedItem, FetchItem, FetchRequest
 from broker.core.types import ItemStatus, ResponseForm
 
@@ -88,44 +76,31 @@ class PartnerApiAdapter:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if retries < 0:
-            raise ValueError("retries must not be negative")
-        self._timeout = timeout
-        self._retries = retries
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
-        self._max_connections = max_connections
-        self._max_connections_per_host = max_connections_per_host
-        self._max_body_bytes = max_body_bytes
-        self._headers = dict(headers or {})
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._clock = clock
-        self._breakers = CircuitBreakers(
-            threshold=breaker_threshold,
-            cooldown=breaker_cooldown,
-            clock=clock,
-            log_prefix="partner",
+        self._http = ResilientHttp(
             kind=self.kind,
+            log_prefix="partner",
+            timeout=timeout,
+            retries=retries,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            breaker_threshold=breaker_threshold,
+            breaker_cooldown=breaker_cooldown,
+            max_connections=max_connections,
+            max_connections_per_host=max_connections_per_host,
+            max_body_bytes=max_body_bytes,
+            headers=headers,
+            rng=rng,
+            clock=clock,
         )
-        self._session: aiohttp.ClientSession | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_session(
-                max_connections=self._max_connections,
-                max_connections_per_host=self._max_connections_per_host,
-                headers=self._headers,
-            )
-        return self._session
+    @property
+    def _session(self) -> aiohttp.ClientSession | None:
+        return self._http.open_session
 
     async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
+        await self._http.aclose()
 
     async def __aenter__(self) -> PartnerApiAdapter:
         return self
@@ -138,7 +113,7 @@ class PartnerApiAdapter:
     def health(self) -> dict[str, dict[str, Any]]:
         """Circuit state, call counters and latency percentiles per endpoint (no personal
         data)."""
-        return self._breakers.health()
+        return self._http.health()
 
     # ------------------------------------------------------------------ fetch
 
@@ -155,144 +130,50 @@ class PartnerApiAdapter:
         if not endpoint.startswith(("http://", "https://")):
             _log.error("partner_endpoint_invalid", request_id=request.request_id)
             return _all(wanted, ItemStatus.UNAVAILABLE)
+        body = orjson.dumps(_request_body(request, wanted))
 
-        st = self._breakers.state(endpoint)
-        st.calls += 1
-        if not self._breakers.admit(st):
-            st.short_circuited += 1
-            _log.warning(
-                "partner_circuit_open_short_circuit",
-                endpoint=endpoint,
-                request_id=request.request_id,
-            )
-            return _all(wanted, ItemStatus.UNAVAILABLE)
-
-        started = self._clock()
-        try:
-            result, outcome = await self._call(endpoint, st, request, wanted)
-        except asyncio.CancelledError:
-            # The caller gave up: not the provider's fault, but free the half-open probe slot.
-            st.probe_in_flight = False
-            raise
-        except Exception as exc:  # noqa: BLE001 - the adapter contract: never raise for a call
-            _log.error(
-                "partner_fetch_error",
-                endpoint=endpoint,
-                request_id=request.request_id,
-                error_type=type(exc).__name__,
-            )
-            result, outcome = _all(wanted, ItemStatus.UNAVAILABLE), Outcome.FAILED
-        self._breakers.record(endpoint, st, outcome, self._clock() - started)
-        return result
-
-    async def _call(
-        self,
-        endpoint: str,
-        st: EndpointState,
-        request: FetchRequest,
-        wanted: list[FetchItem],
-    ) -> tuple[list[FetchedItem], Outcome]:
-        body = _request_body(request, wanted)
-        deadline = self._clock() + self._timeout
-        url = endpoint + FETCH_PATH
-        attempt = 0
-        while True:
-            attempt += 1
-            st.attempts += 1
-            remaining = deadline - self._clock()
+        async def work(call: Call) -> _WireResponse | None:
             try:
-                async with asyncio.timeout(max(remaining, 0.0)):
-                    wire = await self._attempt(url, request, body)
-            except TimeoutError:
-                _log.warning(
-                    "partner_fetch_timeout",
-                    endpoint=endpoint,
-                    request_id=request.request_id,
-                    attempt=attempt,
-                    timeout_s=self._timeout,
+                return await self._http.request(
+                    call,
+                    "POST",
+                    endpoint + FETCH_PATH,
+                    parse=lambda raw: _parse(raw, request.response_form),
+                    label="fetch",
+                    body=body,
+                    headers=_HEADERS,
                 )
-                return _all(wanted, ItemStatus.TIMEOUT), Outcome.TIMEOUT
-            except FatalError as exc:
-                _log.warning(
-                    "partner_fetch_failed",
-                    endpoint=endpoint,
-                    request_id=request.request_id,
-                    attempt=attempt,
-                    reason=exc.reason,
-                    http_status=exc.http_status,
-                    retryable=False,
-                )
-                return _all(wanted, ItemStatus.UNAVAILABLE), Outcome.FAILED
-            except RetryableError as exc:
-                delay = backoff_delay(attempt, self._backoff_base, self._backoff_max, self._rng)
-                give_up = attempt > self._retries or self._clock() + delay >= deadline
-                _log.warning(
-                    "partner_fetch_failed",
-                    endpoint=endpoint,
-                    request_id=request.request_id,
-                    attempt=attempt,
-                    reason=exc.reason,
-                    http_status=exc.http_status,
-                    retryable=not give_up,
-                )
-                if give_up:
-                    return _all(wanted, ItemStatus.UNAVAILABLE), Outcome.FAILED
-                st.retries += 1
-                await asyncio.sleep(delay)
-                continue
-            items, dropped = _map_response(wire, wanted)
-            if dropped:
-                st.dropped_unrequested += len(dropped)
-                _log.warning(
-                    "partner_unrequested_items_dropped",
-                    endpoint=endpoint,
-                    request_id=request.request_id,
-                    count=len(dropped),
-                    elements=sorted(set(dropped)),
-                )
-            return items, Outcome.OK
+            except CallFailed:
+                return None
 
-    async def _attempt(
-        self, url: str, request: FetchRequest, body: dict[str, Any]
-    ) -> _WireResponse:
-        """One HTTP attempt: returns the validated response or raises RetryableError/FatalError.
+        done = await self._http.guarded(endpoint, request.request_id, work)
+        if done.end is CallEnd.TIMEOUT:
+            return _all(wanted, ItemStatus.TIMEOUT)
+        if done.value is None:
+            return _all(wanted, ItemStatus.UNAVAILABLE)
+        items, dropped = _map_response(done.value, wanted)
+        if dropped:
+            self._http.state(endpoint).dropped_unrequested += len(dropped)
+            _log.warning(
+                "partner_unrequested_items_dropped",
+                endpoint=endpoint,
+                request_id=request.request_id,
+                count=len(dropped),
+                elements=sorted(set(dropped)),
+            )
+        return items
 
-        Time-outs propagate as ``TimeoutError`` (the caller's deadline)."""
-        session = self._get_session()
-        try:
-            async with session.post(
-                url,
-                data=orjson.dumps(body),
-                headers=trace_headers(
-                    {
-                        "X-Request-ID": request.request_id,
-                        "Accept": "application/json",
-                        "Content-Type": "application/json",
-                    }
-                ),
-                allow_redirects=False,
-            ) as resp:
-                if resp.status >= 500 or resp.status == 429:
-                    raise RetryableError("http_status", resp.status)
-                if resp.status != 200:
-                    raise FatalError("http_status", resp.status)
-                raw = await read_limited(resp, self._max_body_bytes)
-        except aiohttp.ClientPayloadError as exc:
-            raise RetryableError("payload_error") from exc
-        except aiohttp.ClientConnectionError as exc:
-            if isinstance(exc, TimeoutError):  # aiohttp's own time-outs subclass both
-                raise
-            raise RetryableError("connection_error") from exc
-        except aiohttp.ClientResponseError as exc:
-            raise FatalError("bad_response", exc.status) from exc
-        except aiohttp.ClientError as exc:
-            raise FatalError("client_error") from exc
-        try:
-            wire = _WireResponse.model_validate_json(raw)
-        except ValidationError as exc:
-            raise FatalError("malformed_body") from exc
-        _check_shape(wire, request.response_form)
-        return wire
+
+_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
+
+
+def _parse(raw: bytes, form: ResponseForm) -> _WireResponse:
+    try:
+        wire = _WireResponse.model_validate_json(raw)
+    except ValidationError as exc:
+        raise FatalError("malformed_body") from exc
+    _check_shape(wire, form)
+    return wire
 
 
 # ---------------------------------------------------------------------- helpers

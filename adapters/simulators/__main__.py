@@ -3,7 +3,8 @@
     python -m adapters.simulators serve --host 127.0.0.1 --base-port 9100 \
         [--parties all|p1,p2] [--families N] [--seed S] [--ready-file PATH] \
         [--latency-ms MS] [--fail-rate R] [--fault-status CODE] [--drop-connection] \
-        [--malformed] [--extra-item] [--no-admin]
+        [--malformed] [--extra-item] [--no-admin] \
+        [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
     python -m adapters.simulators generate --families N [--seed S] [--out FILE]
 
 ``serve`` prints (and writes to ``--ready-file``, atomically) the JSON
@@ -30,6 +31,7 @@ from adapters.simulators.runner import (
     DEFAULT_SEED,
     build_world,
     parse_parties,
+    server_tls_context,
     start_simulators,
     write_ready_file,
 )
@@ -55,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
         "--extra-item", action="store_true", help="add an unrequested item to every answer"
     )
     serve.add_argument("--no-admin", action="store_true", help="disable /_sim endpoints")
+    serve.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate")
+    serve.add_argument("--tls-key", type=Path, help="the PEM key of --tls-cert")
+    serve.add_argument(
+        "--tls-client-ca", type=Path, help="require client certificates issued by this CA (mTLS)"
+    )
 
     gen = sub.add_parser("generate", help="print synthetic families as registry YAML")
     gen.add_argument("--families", type=int, required=True)
@@ -73,6 +80,16 @@ async def _serve(args: argparse.Namespace) -> int:
         extra_item=args.extra_item,
     )
     world = build_world(args.families, seed=args.seed)
+    if (args.tls_cert is None) != (args.tls_key is None) or (
+        args.tls_client_ca is not None and args.tls_cert is None
+    ):
+        sys.stderr.write("--tls-cert and --tls-key go together (and --tls-client-ca needs them)\n")
+        return 2
+    tls = (
+        server_tls_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+        if args.tls_cert is not None
+        else None
+    )
     running = await start_simulators(
         args.host,
         args.base_port,
@@ -82,6 +99,7 @@ async def _serve(args: argparse.Namespace) -> int:
         faults=faults,
         admin=not args.no_admin,
         world=world,
+        ssl_context=tls,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -5,18 +5,24 @@ Port order is FIXED: the BRP listens on ``base_port``; party ``PARTY_ORDER[i]`` 
 
     +0 brp, +1 politie, +2 veilig_thuis, +3 raad_kinderbescherming, +4 ggz, +5 huisarts,
     +6 school, +7 schuldhulpverlening, +8 gemeente_wijkteam, +9 gecertificeerde_instelling,
-    +10 openbaar_ministerie, +11 zorg_en_veiligheidshuis, +12 ggz FHIR, +13 huisarts FHIR
+    +10 openbaar_ministerie, +11 zorg_en_veiligheidshuis, +12 ggz FHIR, +13 huisarts FHIR,
+    +14..+18 the source APIs of politie, raad_kinderbescherming, veilig_thuis,
+    gemeente_wijkteam and schuldhulpverlening (``adapters/simulators/sources.py``)
 
 The FHIR R4 servers (``adapters/simulators/fhir.py``) of ggz and huisarts start with their party
 and appear in the ready file under ``"fhir"``.
 
 With ``base_port=0`` every simulator gets a free port from the OS instead (see ``urls``).
+
+With a server ``ssl.SSLContext`` (:func:`server_tls_context`) every simulator serves HTTPS
+(``https://`` URLs), and, given a client CA, requires a client certificate it issued (mTLS).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,6 +41,7 @@ from adapters.simulators.fhir import FHIR_PARTIES, create_fhir_app
 from adapters.simulators.generate import generate_families
 from adapters.simulators.partner import PARTY_ORDER, create_partner_app
 from adapters.simulators.registry import DEFAULT_REGISTRY_PATH, Registry
+from adapters.simulators.sources import SOURCE_PARTIES, create_source_app
 from adapters.simulators.values import World
 
 __all__ = [
@@ -43,6 +50,7 @@ __all__ = [
     "build_world",
     "parse_parties",
     "port_for",
+    "server_tls_context",
     "start_simulators",
     "write_ready_file",
 ]
@@ -51,11 +59,15 @@ DEFAULT_SEED = 20260401
 
 
 def port_for(name: str, base_port: int) -> int:
-    """The fixed port of ``"brp"``, a party id or ``"fhir:<party>"`` for a given base port."""
+    """The fixed port of ``"brp"``, a party id, ``"fhir:<party>"`` or ``"source:<party>"``
+    for a given base port."""
     if name == "brp":
         return base_port
     if name.startswith("fhir:"):
         return base_port + 1 + len(PARTY_ORDER) + FHIR_PARTIES.index(name[5:])
+    if name.startswith("source:"):
+        offset = 1 + len(PARTY_ORDER) + len(FHIR_PARTIES)
+        return base_port + offset + SOURCE_PARTIES.index(name[7:])
     return base_port + 1 + PARTY_ORDER.index(name)
 
 
@@ -93,6 +105,7 @@ class RunningSimulators:
     party_urls: dict[str, str]
     world: World
     fhir_urls: dict[str, str] = field(default_factory=dict)
+    source_urls: dict[str, str] = field(default_factory=dict)
     _runners: list[web.AppRunner] = field(default_factory=list, repr=False)
 
     @property
@@ -100,6 +113,8 @@ class RunningSimulators:
         urls: dict[str, Any] = {"brp": self.brp_url, "parties": dict(self.party_urls)}
         if self.fhir_urls:  # only when ggz and/or huisarts run
             urls["fhir"] = dict(self.fhir_urls)
+        if self.source_urls:  # the parties' own source APIs (adapters/simulators/sources.py)
+            urls["sources"] = dict(self.source_urls)
         return urls
 
     async def stop(self) -> None:
@@ -114,11 +129,25 @@ class RunningSimulators:
         await self.stop()
 
 
-async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+def server_tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """A server context for the simulators: ``cert``/``key`` (PEM) identify the server;
+    with ``client_ca`` (PEM) a client certificate issued by it is required (mTLS)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    if client_ca is not None:
+        context.load_verify_locations(cafile=str(client_ca))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+async def _serve(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
     except BaseException:
         await runner.cleanup()
@@ -131,9 +160,9 @@ async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRun
     return runner, bound
 
 
-def _url(host: str, port: int) -> str:
+def _url(host: str, port: int, tls: bool = False) -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 async def start_simulators(
@@ -146,28 +175,39 @@ async def start_simulators(
     faults: FaultConfig | None = None,
     admin: bool = True,
     world: World | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> RunningSimulators:
-    """Start the BRP and the chosen partner simulators; all are listening on return."""
+    """Start the BRP and the chosen partner simulators; all are listening on return.
+    With ``ssl_context`` (:func:`server_tls_context`) they all serve HTTPS."""
+    tls = ssl_context is not None
     selected = parse_parties(parties)
     world = world or build_world(families, seed=seed)
     running = RunningSimulators(brp_url="", party_urls={}, world=world)
     try:
         brp_app = create_brp_app(world.registry, faults=faults, admin=admin, seed=seed)
-        runner, port = await _serve(brp_app, host, port_for("brp", base_port) if base_port else 0)
+        runner, port = await _serve(
+            brp_app, host, port_for("brp", base_port) if base_port else 0, ssl_context
+        )
         running._runners.append(runner)
-        running.brp_url = _url(host, port)
+        running.brp_url = _url(host, port, tls)
         for i, party in enumerate(selected):
             app = create_partner_app(party, world, faults=faults, admin=admin, seed=seed + i + 1)
             wanted = port_for(party, base_port) if base_port else 0
-            runner, port = await _serve(app, host, wanted)
+            runner, port = await _serve(app, host, wanted, ssl_context)
             running._runners.append(runner)
-            running.party_urls[party] = _url(host, port)
+            running.party_urls[party] = _url(host, port, tls)
         for i, party in enumerate(p for p in FHIR_PARTIES if p in selected):
             app = create_fhir_app(party, world, faults=faults, admin=admin, seed=seed + 100 + i)
             wanted = port_for(f"fhir:{party}", base_port) if base_port else 0
-            runner, port = await _serve(app, host, wanted)
+            runner, port = await _serve(app, host, wanted, ssl_context)
             running._runners.append(runner)
-            running.fhir_urls[party] = _url(host, port)
+            running.fhir_urls[party] = _url(host, port, tls)
+        for i, party in enumerate(p for p in SOURCE_PARTIES if p in selected):
+            app = create_source_app(party, world, faults=faults, admin=admin, seed=seed + 200 + i)
+            wanted = port_for(f"source:{party}", base_port) if base_port else 0
+            runner, port = await _serve(app, host, wanted, ssl_context)
+            running._runners.append(runner)
+            running.source_urls[party] = _url(host, port, tls)
     except BaseException:
         await running.stop()
         raise

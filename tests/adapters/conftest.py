@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT_SPAN = 14  # brp + 11 parties + 2 FHIR servers (ggz, huisarts)
+PORT_SPAN = 19  # brp + 11 parties + 2 FHIR servers (ggz, huisarts) + 5 source APIs
 FAMILIES = 5
 
 # Registry persons (adapters/simulators/data/lindeburg.yaml).
@@ -170,7 +170,8 @@ class SimAdmin:
         self.client = client
 
     def all_urls(self) -> list[str]:
-        return [self.urls["brp"], *self.urls["parties"].values()]
+        sources = self.urls.get("sources") or {}
+        return [self.urls["brp"], *self.urls["parties"].values(), *sources.values()]
 
     async def set_faults(self, url: str, **faults: Any) -> dict[str, Any]:
         resp = await self.client.post(f"{url}/_sim/faults", json=faults)

@@ -1,5 +1,6 @@
 """Property: whatever a provider answers, the adapter only passes on requested items,
-exactly one per requested (element, bsn)."""
+exactly one per requested (element, bsn); the mapped REST source adapters (police, Raad,
+Veilig Thuis, municipality) also ask their source only for the requested elements' fields."""
 
 from __future__ import annotations
 
@@ -9,11 +10,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapters.municipality import MunicipalityAdapter
 from adapters.partner_api import PartnerApiAdapter
+from adapters.police import PoliceAdapter
+from adapters.raad import RaadAdapter
+from adapters.sdk.mapping import DEFAULT_CATALOGUE_PATH
+from adapters.sdk.source import MappedRestAdapter
+from adapters.veilig_thuis import VeiligThuisAdapter
 from broker.core.protocols import FetchItem, FetchRequest
 from broker.core.types import ItemStatus, ResponseForm, SubjectKind
 
@@ -159,3 +167,101 @@ async def test_arbitrary_provider_answers_are_filtered(
     for item in got:
         if item.status is ItemStatus.RELEASED and form is ResponseForm.BOOLEAN_ONLY:
             assert isinstance(item.value, bool)
+
+
+# ---------------------------------------------------------------------- mapped REST sources
+
+SOURCE_ADAPTERS: dict[str, type[MappedRestAdapter]] = {
+    "politie": PoliceAdapter,
+    "raad_kinderbescherming": RaadAdapter,
+    "veilig_thuis": VeiligThuisAdapter,
+    "gemeente_wijkteam": MunicipalityAdapter,
+    "schuldhulpverlening": MunicipalityAdapter,
+}
+SOURCE_ELEMENTS = sorted(
+    set(ELEMENTS)
+    | {"vt.reporter_identity", "finance.total_debt_amount", "cp.ots_decision"}
+    | {e for cls in set(SOURCE_ADAPTERS.values()) for e in cls().mapping.elements}
+)
+source_items = st.lists(
+    st.tuples(
+        st.sampled_from(SOURCE_ELEMENTS), st.sampled_from(BSNS), st.sampled_from(SubjectKind)
+    ),
+    min_size=0,
+    max_size=10,
+)
+
+
+@pytest.fixture(scope="module")
+async def source_adapters() -> AsyncIterator[dict[str, MappedRestAdapter]]:
+    adapters = {
+        party: cls(timeout=3.0, retries=0, breaker_threshold=10_000)
+        for party, cls in SOURCE_ADAPTERS.items()
+    }
+    yield adapters
+    for a in adapters.values():
+        await a.aclose()
+
+
+@given(
+    party=st.sampled_from(sorted(SOURCE_ADAPTERS)),
+    items=source_items,
+    form=st.sampled_from(ResponseForm),
+    ignore_fields=st.booleans(),
+)
+@SETTINGS
+async def test_source_adapters_ask_and_return_only_allowed_elements(
+    source_adapters: dict[str, MappedRestAdapter],
+    sim_urls: dict[str, Any],
+    sim_admin: SimAdmin,
+    party: str,
+    items: list[tuple[str, str, SubjectKind]],
+    form: ResponseForm,
+    ignore_fields: bool,
+) -> None:
+    """Whatever is asked, and even when the source ignores the field selection: one answer per
+    requested item, nothing else; only the resources and fields of the requested (mapped)
+    elements are asked for; a released value has only the catalogue's fields."""
+    adapter = source_adapters[party]
+    url = sim_urls["sources"][party]
+    await sim_admin.set_faults(url, extra_item=ignore_fields)
+    await sim_admin.client.delete(f"{url}/_sim/source-requests")
+    got = await adapter.fetch(url, make_request(items, form))
+    check_subset(items, got)
+    rules = [
+        adapter.mapping.elements[e]
+        for e, _, k in items
+        if e in adapter.mapping.elements and k in adapter.mapping.elements[e].subjects
+    ]
+    allowed_fields = set().union(*(r.source_fields() for r in rules))
+    allowed_resources = {adapter.mapping.resources[r.resource].path for r in rules}
+    asked = (await sim_admin.client.get(f"{url}/_sim/source-requests")).json()
+    for entry in asked:
+        assert set(entry["fields"]) <= allowed_fields
+    assert bool(asked) <= bool(allowed_resources)
+    fields = catalogue_fields()
+    for item in got:
+        if item.status is ItemStatus.RELEASED and form is ResponseForm.BOOLEAN_ONLY:
+            assert isinstance(item.value, bool)
+        elif item.status is ItemStatus.RELEASED:
+            shape = fields.get(item.element)
+            values = item.value if isinstance(item.value, list) else [item.value]
+            for value in values:
+                if shape is not None and isinstance(value, dict):
+                    assert set(value) <= shape, (item.element, value)
+        else:
+            assert item.value is None
+        assert item.element != "vt.reporter_identity" or item.status is ItemStatus.UNAVAILABLE
+
+
+def catalogue_fields() -> dict[str, set[str]]:
+    doc = yaml.safe_load(DEFAULT_CATALOGUE_PATH.read_text(encoding="utf-8"))
+    out: dict[str, set[str]] = {}
+    for e in doc["elements"]:
+        value = e.get("value") or {}
+        shape = value.get("fields") or (
+            value.get("items") if isinstance(value.get("items"), dict) else None
+        )
+        if isinstance(shape, dict):
+            out[str(e["id"])] = {str(k) for k in shape}
+    return out

@@ -168,8 +168,9 @@ def test_registry_facts() -> None:
 async def test_in_process_api_with_ephemeral_ports(bsn: dict[str, str]) -> None:
     running = await start_simulators("127.0.0.1", 0, ["veilig_thuis"], families=2)
     try:
-        assert set(running.urls) == {"brp", "parties"}
+        assert set(running.urls) == {"brp", "parties", "sources"}
         assert set(running.urls["parties"]) == {"veilig_thuis"}
+        assert set(running.urls["sources"]) == {"veilig_thuis"}
         async with BrpRegister(running.brp_url) as brp:
             assert bsn["P03"] in await brp.lookup([bsn["P03"]])
         req = FetchRequest(
