@@ -2,7 +2,7 @@
 over loopback; prints exchanges/s and p50/p95/p99 latency per database backend.
 
     ./dev bench [--backend sqlite|postgresql|both] [--engine embedded|regorus]
-                [--concurrency 32] [--seconds 20] [--instances N]
+                [--concurrency 32] [--seconds 20] [--instances N] [--providers N]
 
 The broker runs as its own process (`broker serve`, one uvicorn worker) with
 durable commits (SQLite WAL + synchronous=FULL; PostgreSQL defaults); the
@@ -14,6 +14,13 @@ the police simulator, 4 denied), so every exchange is decided, fetched, audited
 ``--instances N`` (N > 1, PostgreSQL) also runs N broker processes on the one
 database behind one public URL, the partners spread over them round-robin, and
 prints that figure after the single-instance one.
+
+``--providers N`` (2..4) benchmarks fan-out instead: each exchange asks N providers
+at once (the MDA++ safety table, ``providers``), the Gecertificeerde Instelling
+asking Veilig Thuis, the police, the Public Prosecution Service and the Raad each
+for their own elements about 2 persons (N=4: 10 items), every provider decided
+separately, fetched in parallel through the real adapters against the simulators,
+audited and answered in one JWE.
 """
 
 from __future__ import annotations
@@ -59,6 +66,30 @@ REQUEST = {
 }
 
 
+# Fan-out (--providers N): per provider, the elements asked of it (MDA++ safety table,
+# elements the Gecertificeerde Instelling may receive there).
+FAN_OUT_PROVIDERS: list[tuple[str, list[str]]] = [
+    ("veilig_thuis", ["vt.safety_assessment", "vt.safety_plan"]),
+    ("politie", ["police.dv_incident"]),
+    ("openbaar_ministerie", ["om.special_conditions"]),
+    ("raad_kinderbescherming", ["cp.raad_investigation_status"]),
+]
+
+
+def fan_out_request(providers: int) -> dict[str, Any]:
+    """The safety-table request asking the first ``providers`` of FAN_OUT_PROVIDERS."""
+    chosen = FAN_OUT_PROVIDERS[:providers]
+    return {
+        "agreement_id": "agr-zvh-mdaplusplus",
+        "purpose_id": "veiligheidsoverleg",
+        "providers": [{"party": p, "elements": e} for p, e in chosen],
+        "case_reference": "GI-LB-2026-0042",
+        "subjects": ["999990007", "999990019"],
+        "elements": [e for _, elements in chosen for e in elements],
+        "context": {"mda_case_id": "MDA-LB-2026-0007", "mda_case_status": "actief"},
+    }
+
+
 def start_simulators(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     return spawn_process(tmp / "sim.json")
 
@@ -80,13 +111,18 @@ def drop_database(name: str) -> None:
 
 
 async def drive(
-    base: str | list[str], token: str, concurrency: int, seconds: float, warmup: float
+    base: str | list[str],
+    token: str,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    request: dict[str, Any] = REQUEST,
 ) -> tuple[list[float], int, float]:
     """``base``: one broker, or several sharing the work round-robin per partner."""
     bases = [base] if isinstance(base, str) else base
     latencies: list[float] = []
     errors = 0
-    body = json.dumps(REQUEST).encode()
+    body = json.dumps(request).encode()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -182,13 +218,26 @@ async def run_backend(
             extra = free_port()
             others.append(await asyncio.to_thread(spawn_broker, extra, env, workers=args.workers))
             bases.append(f"http://127.0.0.1:{extra}")
-        vt = partners["veilig_thuis"]
-        client = PartnerClient(settings.public_url, vt["oin"], {"keys": vt["keys"]})
+        fan_out = args.providers > 1
+        requester = partners["gecertificeerde_instelling" if fan_out else "veilig_thuis"]
+        request = fan_out_request(args.providers) if fan_out else REQUEST
+        client = PartnerClient(settings.public_url, requester["oin"], {"keys": requester["keys"]})
         token = await client.token()
-        check = await client.exchange(REQUEST)
+        check = await client.exchange(request)
         assert check.status_code == 200, check.text
-        released = client.decrypt(check.json()["payload"])
-        assert len(released["items"]) == 6, released
+        checked = check.json()
+        released = client.decrypt(checked["payload"])
+        if fan_out:
+            # Every item allowed; print what the providers answered (their statuses).
+            assert all(i["outcome"] == "allow" for i in checked["items"]), checked["items"]
+            statuses = sorted({(i["provider"]["party"], i["status"]) for i in checked["items"]})
+            print(json.dumps({"fan_out_check": statuses}), flush=True)
+        else:
+            # 6 allowed items, each answered by the police source (released or not found).
+            allowed = [i for i in checked["items"] if i["outcome"] == "allow"]
+            assert len(allowed) == 6, checked["items"]
+            assert all(i["status"] in {"released", "not_found"} for i in allowed), allowed
+            assert released["items"], released
         await client.aclose()
         latencies, errors, seconds = await drive(
             bases if instances > 1 else settings.public_url,
@@ -196,6 +245,7 @@ async def run_backend(
             args.concurrency,
             args.seconds,
             args.warmup,
+            request,
         )
     finally:
         for other in others:
@@ -209,6 +259,8 @@ async def run_backend(
         "engine": args.engine,
         "workers": args.workers,
         "instances": instances,
+        "providers": args.providers,
+        "items": len(request["subjects"]) * len(request["elements"]),
         "concurrency": args.concurrency,
         "exchanges": len(latencies),
         "errors": errors,
@@ -238,6 +290,14 @@ async def main() -> None:
         type=int,
         default=1,
         help="PostgreSQL: also run N broker instances on one database (after one)",
+    )
+    parser.add_argument(
+        "--providers",
+        type=int,
+        default=1,
+        choices=range(1, len(FAN_OUT_PROVIDERS) + 1),
+        metavar="N",
+        help="fan-out: ask N providers (2..4) per exchange in parallel (1: the usual request)",
     )
     args = parser.parse_args()
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]

@@ -1,6 +1,7 @@
 """``broker demo``: the whole broker on the embedded default, with simulated
 partner systems, demo agencies whose private keys are written to disk so a
-person can play the partner, and a few scripted exchanges."""
+person can play the partner, a few scripted exchanges (one of them asking two
+providers at once) and a police care report published to Veilig Thuis's inbox."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from adapters.simulators.endpoints import agency_endpoint
 from adapters.simulators.runner import spawn_process
 from audit.log import AuditWriter
 from broker.agencies.service import AgencyService
@@ -92,7 +94,58 @@ SCRIPT: list[tuple[str, str, dict[str, Any]]] = [
             },
         },
     ),
+    (
+        "gecertificeerde_instelling",
+        "MDA++ safety table: the youth-protection organisation asks the police and Veilig "
+        "Thuis at once, each for its own part (two providers, one answer)",
+        {
+            "agreement_id": "agr-zvh-mdaplusplus",
+            "purpose_id": "veiligheidsoverleg",
+            "providers": [
+                {"party": "politie", "elements": ["police.dv_incident"]},
+                {"party": "veilig_thuis", "elements": ["vt.safety_assessment"]},
+            ],
+            "case_reference": "GI-LB-2026-0042",
+            "subjects": ["999990007"],
+            "elements": ["police.dv_incident", "vt.safety_assessment"],
+            "context": {"mda_case_id": "MDA-LB-2026-0007", "mda_case_status": "actief"},
+        },
+    ),
 ]
+
+# The police publish a care report (zorgmelding) after an incident at the household of
+# scenario S01; the subscription in agr-vt-politie-hg delivers it to Veilig Thuis.
+ZORGMELDING_EVENT: dict[str, Any] = {
+    "event_id": "PL-LB-2026-0314-0042-ZM",
+    "event_type": "police.zorgmelding",
+    "agreement_id": "agr-vt-politie-hg",
+    "occurred_at": "2026-03-14T01:55:00+01:00",
+    "subjects": ["999990007", "999990019", "999990020"],
+    "context": {"police_incident_id": "PL-LB-2026-0314-0042"},
+    "elements": [
+        {
+            "element": "police.zorgmelding",
+            "subject": "999990020",
+            "value": {
+                "registered": "2026-03-14T01:55:00+01:00",
+                "category": "zorgmelding_huiselijk_geweld",
+                "children_present": True,
+                "summary": "Neighbours reported shouting; three children at home.",
+            },
+        },
+        {
+            "element": "police.dv_incident",
+            "subject": "999990007",
+            "value": {"incident_id": "PL-LB-2026-0314-0042", "type": "mishandeling"},
+        },
+        # Attached by the police system; the purpose does not allow it (scenario S01).
+        {
+            "element": "police.suspect_history_dv",
+            "subject": "999990007",
+            "value": {"lookback_years": 5, "count": 3, "last_date": "2025-11-02"},
+        },
+    ],
+}
 
 
 def _say(text: str = "") -> None:
@@ -116,14 +169,16 @@ async def _register_agencies(
             write_secret_json(folder / "private.jwks.json", private)
             (folder / "public.jwks.json").write_text(json.dumps(public, indent=2), encoding="utf-8")
             (folder / "oin.txt").write_text(oin + "\n", encoding="utf-8")
-            fhir = urls.get("fhir") or {}  # ggz and huisarts answer over HL7 FHIR R4
+            # ggz/huisarts: HL7 FHIR R4; police, Raad, Veilig Thuis, wijkteam and
+            # schuldhulpverlening: their own source APIs; others: the generic partner API.
+            adapter_kind, endpoint_url = agency_endpoint(party, urls)
             await service.add(
                 oin=oin,
                 name=name,
                 party_type=party,
                 jwks=public,
-                endpoint_url=fhir.get(party) or urls["parties"].get(party),
-                adapter_kind="fhir" if party in fhir else "partner_api",
+                endpoint_url=endpoint_url,
+                adapter_kind=adapter_kind,
             )
             partners[party] = (oin, private)
         await sign_agreements(database, settings, partners)
@@ -160,22 +215,78 @@ async def _script(base_url: str, partners: dict[str, tuple[str, dict[str, Any]]]
             if response.status_code != 200:
                 _say(f"    HTTP {response.status_code}: {body.get('code')} {body.get('detail')}")
                 continue
+            several = len(body.get("providers") or []) > 1
             for item in body["items"]:
+                source = f"{item['provider']['party']:<13} " if several else ""
                 _say(
-                    f"    {item['element']:<34} {item['outcome']:<5} {item['reason']:<26} "
-                    f"{item['status']}"
+                    f"    {source}{item['element']:<34} {item['outcome']:<5} "
+                    f"{item['reason']:<26} {item['status']}"
                 )
             if body["payload"]:
                 released = client.decrypt(body["payload"])
                 for item in released["items"]:
                     value = json.dumps(item["value"], ensure_ascii=False)
-                    _say(f"    decrypted {item['element']}: {value[:90]}")
+                    source = f" (from {item['provider']['party']})" if "provider" in item else ""
+                    _say(f"    decrypted {item['element']}{source}: {value[:90]}")
+            decisions = (
+                ", ".join(f"{p['party']} {p['decision_id']}" for p in body["providers"])
+                if several
+                else body["decision_id"]
+            )
             _say(
                 f"    audit entries {body['audit_indices'][0]}..{body['audit_indices'][-1]}, "
-                f"decision {body['decision_id']}"
+                f"decision {decisions}"
             )
         finally:
             await client.aclose()
+
+
+async def _publication(base_url: str, partners: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    """The police publish a care report; Veilig Thuis reads it from its inbox, decrypts it
+    with its own key (only the allowed elements are there) and acknowledges it."""
+    _say(
+        "\n--- politie: the police publish a care report (zorgmelding) after an incident; "
+        "it reaches Veilig Thuis without a phone call, minus what the purpose does not allow"
+    )
+    police_oin, police_keys = partners["politie"]
+    police = PartnerClient(base_url, police_oin, police_keys)
+    try:
+        token = await police.token()
+        response = await police.http.post(
+            base_url + "/v1/publications",
+            json=ZORGMELDING_EVENT,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        body = response.json()
+        if response.status_code != 202:
+            _say(f"    HTTP {response.status_code}: {body.get('code')} {body.get('detail')}")
+            return
+        for recipient in body["recipients"]:
+            _say(f"    to {recipient['recipient']['party']} ({recipient['recipient']['oin']}):")
+            for item in recipient["items"]:
+                _say(f"      {item['element']:<32} {item['outcome']:<5} {item['reason']}")
+    finally:
+        await police.aclose()
+
+    _say("\n--- veilig_thuis: reads its inbox and decrypts the message with its own key")
+    vt_oin, vt_keys = partners["veilig_thuis"]
+    vt = PartnerClient(base_url, vt_oin, vt_keys)
+    try:
+        headers = {"Authorization": f"Bearer {await vt.token()}"}
+        inbox = (await vt.http.get(base_url + "/v1/inbox", headers=headers)).json()
+        for message in inbox["messages"]:
+            _say(
+                f"    message {message['id']} {message['event_type']} from "
+                f"{message['publisher']['party']}"
+            )
+            opened = vt.decrypt(message["payload"])
+            for item in opened["items"]:
+                value = json.dumps(item["value"], ensure_ascii=False)
+                _say(f"    decrypted {item['element']}: {value[:90]}")
+            ack = await vt.http.post(base_url + f"/v1/inbox/{message['id']}/ack", headers=headers)
+            _say(f"    acknowledged: HTTP {ack.status_code}")
+    finally:
+        await vt.aclose()
 
 
 async def run_demo(*, port: int, sim_port: int, state_dir: Path, once: bool) -> None:
@@ -215,9 +326,12 @@ async def run_demo(*, port: int, sim_port: int, state_dir: Path, once: bool) -> 
             _say(f"  partner system    {party:<27} {url}")
         for party, url in (urls.get("fhir") or {}).items():
             _say(f"  FHIR R4 server    {party:<27} {url}")
+        for party, url in (urls.get("sources") or {}).items():
+            _say(f"  source system     {party:<27} {url}")
         _say(f"  partner keys      {state_dir / 'partners'}/<party>/private.jwks.json")
         _say(f"  database          {state_dir / 'broker.db'}")
         await _script(base_url, partners)
+        await _publication(base_url, partners)
         _say("\nVerify the audit chain with:")
         _say(
             f"  BROKER_DATABASE_URL=sqlite:///{state_dir / 'broker.db'} "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, Text
+from sqlalchemy import JSON, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db.base import Base, UTCDateTime
@@ -14,6 +14,17 @@ from broker.db.base import Base, UTCDateTime
 
 class Exchange(Base):
     __tablename__ = "exchanges"
+    __table_args__ = (
+        # An agency's exchanges of one agreement and purpose by time: the lookup of the
+        # boolean answers a follow-up purpose needs (ConsentService.prior_answers).
+        Index(
+            "ix_exchanges_requester_scope",
+            "requester_oin",
+            "agreement_id",
+            "purpose_id",
+            "created_at",
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(64))

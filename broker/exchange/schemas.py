@@ -51,11 +51,40 @@ class ProviderRef(BaseModel):
         return self
 
 
+MAX_PROVIDERS = 10
+ElementId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")]
+
+
+class FanOutProvider(ProviderRef):
+    """One of several providers; ``elements`` limits what is asked of it."""
+
+    elements: list[ElementId] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="Only these of the request's elements are asked of this provider "
+        "(default: all of them)",
+    )
+
+
+def _check_providers(value: list[FanOutProvider] | None) -> list[FanOutProvider] | None:
+    if value is not None:
+        refs = [(r.party, r.oin) for r in value]
+        if len(set(refs)) != len(refs):
+            raise PydanticCustomError("duplicate_provider", "A provider is named twice")
+    return value
+
+
 class ExchangeRequest(BaseModel):
     """Ask for elements about subjects, for one purpose under one agreement.
 
     The broker decides every element x subject pair; household elements apply
-    to the household of the given person."""
+    to the household of the given person. Name the provider in ``provider``, or
+    several in ``providers`` (at most 10, each once): the broker then decides
+    every element x subject for each provider (the provider is part of the
+    decision), asks all allowed providers at the same time and answers once,
+    each item naming its provider. A provider's ``elements`` limits what is
+    asked of it (default: every requested element). Give exactly one of the two."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -69,18 +98,36 @@ class ExchangeRequest(BaseModel):
                     "subjects": ["999990007"],
                     "elements": ["police.suspect_history_dv", "police.tijdelijk_huisverbod"],
                     "context": {"vt_case_status": "veiligheidsbeoordeling"},
-                }
+                },
+                {
+                    "agreement_id": "agr-zvh-mdaplusplus",
+                    "purpose_id": "veiligheidsoverleg",
+                    "providers": [
+                        {"party": "politie", "elements": ["police.dv_incident"]},
+                        {"party": "veilig_thuis", "elements": ["vt.safety_assessment"]},
+                    ],
+                    "case_reference": "ZVH-LB-2026-0007",
+                    "subjects": ["999990007"],
+                    "elements": ["police.dv_incident", "vt.safety_assessment"],
+                    "context": {"mda_case_id": "MDA-LB-2026-0007", "mda_case_status": "actief"},
+                },
             ]
         },
     )
     agreement_id: str = Field(pattern=_ID)
     purpose_id: str = Field(pattern=_ID)
-    provider: ProviderRef
+    provider: ProviderRef | None = Field(
+        default=None, description="The one provider asked (or use providers)"
+    )
+    providers: Annotated[list[FanOutProvider] | None, AfterValidator(_check_providers)] = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PROVIDERS,
+        description="Several providers, asked in parallel (or use provider)",
+    )
     case_reference: str | None = Field(default=None, max_length=128, pattern=r"^[\x20-\x7e]*$")
     subjects: list[Bsn] = Field(min_length=1, max_length=100)
-    elements: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")]] = Field(
-        min_length=1, max_length=100
-    )
+    elements: list[ElementId] = Field(min_length=1, max_length=100)
     context: Annotated[dict[str, Any], AfterValidator(_check_context)] = Field(
         default_factory=dict, max_length=64
     )
@@ -97,6 +144,25 @@ class LegalBasisOut(BaseModel):
     citation: str
 
 
+class ProviderOut(BaseModel):
+    """The agency asked for an item."""
+
+    party: str
+    oin: str | None
+
+
+class LegOut(BaseModel):
+    """One provider's part of an exchange: its own decision and exchange record."""
+
+    party: str
+    oin: str | None
+    exchange_id: str = Field(
+        description="The record of this provider's part (the exchange_id itself when the "
+        "request named one provider)"
+    )
+    decision_id: str
+
+
 class ItemOut(BaseModel):
     element: str
     subject: str = Field(description="The BSN as requested (for household elements: a member)")
@@ -108,6 +174,7 @@ class ItemOut(BaseModel):
     consent_id: str | None = None
     acute_declaration_id: str | None = None
     explanation: str
+    provider: ProviderOut | None = Field(default=None, description="The provider of this item")
 
 
 class AgreementRef(BaseModel):
@@ -118,7 +185,13 @@ class AgreementRef(BaseModel):
 
 class ExchangeResponse(BaseModel):
     exchange_id: str
-    decision_id: str
+    decision_id: str | None = Field(
+        description="The policy decision; null when several providers were asked (each of "
+        "providers has its own)"
+    )
+    providers: list[LegOut] = Field(
+        default_factory=list, description="Per provider: its exchange record and decision"
+    )
     request_id: str
     agreement: AgreementRef
     purpose_id: str
@@ -130,8 +203,9 @@ class ExchangeResponse(BaseModel):
     payload: str | None = Field(
         description=(
             "JWE compact (ECDH-ES+A256KW, A256GCM) to the requester's encryption key, "
-            "holding {exchange_id, items:[{element, subject, value}]}; null when nothing "
-            "was released"
+            "holding {exchange_id, items:[{element, subject, value}]} (several providers: "
+            "each item also names its provider {party, oin}); null when nothing was "
+            "released"
         )
     )
     receipt: str = Field(
@@ -139,7 +213,8 @@ class ExchangeResponse(BaseModel):
             "Signed release receipt: JWS compact (EdDSA, typ release-receipt+jws, kid of a "
             "key in /oauth/jwks) over canonical JSON of the exchange, agreement, policy "
             "bundle, per-item decisions (pseudonymised subject keys, no BSNs), audit leaf "
-            "indices and tree size; see docs/receipts.md"
+            "indices and tree size (version 2 when several providers were asked: per-item "
+            "provider); see docs/receipts.md"
         )
     )
 

@@ -33,7 +33,7 @@ from audit.log import AuditRecord, AuditWriter, RowUpdate
 from audit.models import AuditEntry
 from broker.agencies.service import AgencyDirectory, AgencyView
 from broker.core.canonical import canonical_json, sha256_hex
-from broker.core.clock import Clock, age_on, dutch_date, system_clock, to_ns
+from broker.core.clock import Clock, dutch_date, system_clock, to_ns
 from broker.core.errors import Conflict, ErrorCode, Forbidden, InvalidRequest, NotFound
 from broker.core.protocols import PersonRecord, PolicyEngine, SubjectRegister
 from broker.core.telemetry import current_trace_id
@@ -52,6 +52,7 @@ from broker.db.session import Database
 from broker.exchange.models import DecisionRecord
 from broker.exchange.schemas import AgreementRef
 from broker.exchange.service import ConsentSource
+from broker.exchange.subjects import subject_key
 from broker.policy.loader import Agreement, PolicySet
 from broker.publications.models import InboxMessage, Publication
 from broker.publications.schemas import (
@@ -128,6 +129,81 @@ def ack_unit(
         },
     )
     return [record], [update]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One inbox message the broker itself makes (e.g. a signal match): for
+    ``recipient``, naming as sender the agency it is about, with a JWE payload
+    already sealed to the recipient's key. It carries no element decisions."""
+
+    message_id: str
+    recipient_oin: str
+    recipient_party: str
+    sender_oin: str
+    sender_party: str
+    decision_id: str
+    payload: str
+
+
+def notice_rows(
+    *,
+    notice_id: str,
+    event_type: str,
+    origin_oin: str,
+    agreement: tuple[str, str | None, str | None],
+    purpose_id: str,
+    notices: Sequence[Notice],
+    now: datetime,
+) -> list[tuple[Table, dict[str, Any]]]:
+    """The rows that put broker-made ``notices`` into their recipients' inboxes,
+    for the caller to commit together with its audit entries (``AuditWriter.append``):
+    a publication row (id ``notice_id``, unique, so the same notice is stored once)
+    and one inbox message per notice. From there they are listed, acknowledged and
+    delivered to webhooks like any other message. ``agreement``: (id, version, hash)."""
+    agreement_id, version, content_hash = agreement
+    rows: list[tuple[Table, dict[str, Any]]] = [
+        (
+            cast(Table, Publication.__table__),
+            {
+                "id": notice_id,
+                "publisher_oin": origin_oin,
+                "event_id": f"{event_type}:{notice_id}",  # no publisher's id has a colon
+                "event_type": event_type,
+                "agreement_id": agreement_id,
+                "purpose_id": purpose_id,
+                "fingerprint": "sha256:" + sha256_hex(notice_id.encode("utf-8")),
+                "created_at": now,
+                "response": {"notice_id": notice_id, "messages": [n.message_id for n in notices]},
+            },
+        )
+    ]
+    rows.extend(
+        (
+            cast(Table, InboxMessage.__table__),
+            {
+                "id": n.message_id,
+                "publication_id": notice_id,
+                "recipient_oin": n.recipient_oin,
+                "recipient_party": n.recipient_party,
+                "publisher_oin": n.sender_oin,
+                "publisher_party": n.sender_party,
+                "event_id": notice_id,
+                "event_type": event_type,
+                "agreement_id": agreement_id,
+                "agreement_version": version,
+                "agreement_hash": content_hash,
+                "purpose_id": purpose_id,
+                "decision_id": n.decision_id,
+                "items": [],
+                "payload": n.payload,
+                "created_at": now,
+                "attempts": 0,
+            },
+        )
+        for n in notices
+    )
+    return rows
 
 
 class PublicationService:
@@ -381,24 +457,7 @@ class PublicationService:
         subjects: dict[str, SubjectFacts],
     ) -> str:
         """The subject's pseudonymised key and facts, as the exchange builds them."""
-        if kind is SubjectKind.HOUSEHOLD:
-            household = record.household_id if record and record.household_id else f"of:{bsn}"
-            key = self._pseudo.household(household)
-            subjects.setdefault(key, SubjectFacts(key=key, kind=SubjectKind.HOUSEHOLD))
-            return key
-        key = self._pseudo.person(bsn)
-        if key not in subjects:
-            birth = record.birth_date if record else None
-            subjects[key] = SubjectFacts(
-                key=key,
-                kind=SubjectKind.PERSON,
-                birth_date=birth,
-                age=age_on(birth, today) if birth else None,
-                authority_holders=tuple(
-                    self._pseudo.person(h) for h in (record.authority_holder_bsns if record else ())
-                ),
-            )
-        return key
+        return subject_key(self._pseudo, bsn, kind, record=record, today=today, subjects=subjects)
 
     async def _consent_facts(
         self, agreement: Agreement, purpose_id: str, subjects: Iterable[SubjectFacts], now: datetime

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypedDict, Unpack
 
@@ -83,6 +84,88 @@ def receipt_payload(
                 "status": status.value,
             }
             for d, status in zip(decision.items, statuses, strict=True)
+        ],
+        "audit": {
+            "log_origin": log_origin,
+            "leaf_indices": list(leaf_indices),
+            "tree_size": max(leaf_indices) + 1,
+        },
+    }
+
+
+FAN_OUT_RECEIPT_VERSION = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptLeg:
+    """One provider's part of an exchange that asked several providers."""
+
+    exchange_id: str
+    provider_oin: str
+    provider_party: str
+    decision: Decision
+    statuses: Sequence[ItemStatus]
+
+
+def fan_out_receipt_payload(
+    *,
+    exchange_id: str,
+    request_id: str,
+    issued_at: datetime,
+    requester_oin: str,
+    requester_party: str,
+    purpose_id: str,
+    legs: Sequence[ReceiptLeg],
+    leaf_indices: Sequence[int],
+    log_origin: str,
+) -> dict[str, Any]:
+    """The receipt document (version 2) of an exchange that asked several providers:
+    ``providers`` lists each provider with its part's exchange record and decision;
+    every item names its provider. Items are in response order (provider by provider).
+    The agreement, bundle and response form are those of the first part (one agreement
+    and purpose per request: the same for every part)."""
+    if not leaf_indices:
+        raise ValueError("a receipt cites at least one audit entry")
+    if not legs:
+        raise ValueError("a fan-out receipt names at least one provider")
+    first = legs[0].decision
+    return {
+        "v": FAN_OUT_RECEIPT_VERSION,
+        "exchange_id": exchange_id,
+        "request_id": request_id,
+        "issued_at": issued_at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "requester": {"oin": requester_oin, "party": requester_party},
+        "providers": [
+            {
+                "oin": leg.provider_oin,
+                "party": leg.provider_party,
+                "exchange_id": leg.exchange_id,
+                "decision_id": leg.decision.decision_id,
+            }
+            for leg in legs
+        ],
+        "purpose_id": purpose_id,
+        "agreement": {
+            "id": first.agreement_id,
+            "version": first.agreement_version,
+            "content_hash": first.agreement_hash,
+        },
+        "policy_bundle": first.bundle_hash,
+        "response_form": first.obligations.response_form.value,
+        "items": [
+            {
+                "provider": {"oin": leg.provider_oin, "party": leg.provider_party},
+                "element": d.element,
+                "subject_key": d.subject,
+                "outcome": d.outcome.value,
+                "reason": d.reason.value,
+                "legal_basis_ids": list(d.legal_basis_ids),
+                "consent_id": d.consent_id,
+                "acute_declaration_id": d.acute_declaration_id,
+                "status": status.value,
+            }
+            for leg in legs
+            for d, status in zip(leg.decision.items, leg.statuses, strict=True)
         ],
         "audit": {
             "log_origin": log_origin,
@@ -167,4 +250,30 @@ class ReceiptSigner:
     async def issue_async(self, **fields: Unpack[ReceiptFields]) -> str:
         """``issue`` for the request path: an HSM signs on its own threads."""
         payload = receipt_payload(**fields, log_origin=self.log_origin)
+        return await sign_receipt_async(self._keyring, payload)
+
+    async def issue_fan_out_async(
+        self,
+        *,
+        exchange_id: str,
+        request_id: str,
+        issued_at: datetime,
+        requester_oin: str,
+        requester_party: str,
+        purpose_id: str,
+        legs: Sequence[ReceiptLeg],
+        leaf_indices: Sequence[int],
+    ) -> str:
+        """The version 2 receipt of an exchange that asked several providers."""
+        payload = fan_out_receipt_payload(
+            exchange_id=exchange_id,
+            request_id=request_id,
+            issued_at=issued_at,
+            requester_oin=requester_oin,
+            requester_party=requester_party,
+            purpose_id=purpose_id,
+            legs=legs,
+            leaf_indices=leaf_indices,
+            log_origin=self.log_origin,
+        )
         return await sign_receipt_async(self._keyring, payload)

@@ -102,7 +102,7 @@ def test_verifier_refusals(keyring: BrokerKeyring) -> None:
         "access token typ": _resign(keyring, dict(good, typ="at+jwt"), payload),
         "unknown kid": _resign(keyring, dict(good, kid="nope"), payload),
         "crit": _resign(keyring, dict(good, crit=["exp"]), payload),
-        "unknown version": _resign(keyring, good, payload.replace(b'"v":1', b'"v":2')),
+        "unknown version": _resign(keyring, good, payload.replace(b'"v":1', b'"v":9')),
         "padded base64url": f"{head}.{body}==.{sig}",
         "two parts": f"{head}.{body}",
         "not a token": "x",
