@@ -161,6 +161,16 @@ def consent_group() -> None:
 @click.option("--given-at", required=True, help="ISO 8601 time with offset")
 @click.option("--valid-until", default=None, help="ISO 8601 time with offset")
 @click.option("--evidence-ref", required=True, help="Where the form or statement is kept")
+@click.option(
+    "--wilsonbekwaam-by",
+    default=None,
+    help="The minor subject is wilsonbekwaam: who established it (a reference, e.g. "
+    "ggz:behandelaar:4711); needs --wilsonbekwaam-at and --wilsonbekwaam-evidence",
+)
+@click.option("--wilsonbekwaam-at", default=None, help="When it was established (ISO 8601)")
+@click.option(
+    "--wilsonbekwaam-evidence", default=None, help="Where the documented assessment is kept"
+)
 def consent_record(  # click passes the options by name
     *,
     oin: str,
@@ -174,6 +184,9 @@ def consent_record(  # click passes the options by name
     given_at: str,
     valid_until: str | None,
     evidence_ref: str,
+    wilsonbekwaam_by: str | None,
+    wilsonbekwaam_at: str | None,
+    wilsonbekwaam_evidence: str | None,
 ) -> None:
     """Record a consent your agency obtained and documented."""
     from broker.consent.schemas import ConsentIn
@@ -195,6 +208,16 @@ def consent_record(  # click passes the options by name
             "given_at": _iso(given_at),
             "valid_until": _iso(valid_until),
             "evidence_ref": evidence_ref,
+            "wilsonbekwaam": (
+                {
+                    "established_by": wilsonbekwaam_by,
+                    "established_at": _iso(wilsonbekwaam_at),
+                    "evidence_ref": wilsonbekwaam_evidence,
+                }
+                if (wilsonbekwaam_by, wilsonbekwaam_at, wilsonbekwaam_evidence)
+                != (None, None, None)
+                else None
+            ),
         },
     )
 

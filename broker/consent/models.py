@@ -23,6 +23,10 @@ class ConsentRecord(Base):
     subject_key: Mapped[str] = mapped_column(String(80))
     # [{"key": pseudonym, "capacity": "child" | "authority_holder" | "subject"}]
     givers: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # The minor subject is stated to be wilsonbekwaam (represented by the holders of
+    # authority): {"established_by", "established_at" (ISO 8601), "evidence_ref"};
+    # NULL when the record states nothing (broker.consent.service.wilsonbekwaam_of).
+    wilsonbekwaam: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     agreement_id: Mapped[str] = mapped_column(String(128))
     purpose_id: Mapped[str] = mapped_column(String(128))
     elements: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)

@@ -30,6 +30,30 @@ class Capacity(StrEnum):
     SUBJECT = "subject"  # the adult data subject
 
 
+class WilsonbekwaamIn(BaseModel):
+    """The minor subject cannot reasonably assess his interests in this matter
+    (wilsonbekwaam, consent_rules.md section 2 rule 5): the holders of authority
+    consent for him at any age under 18. An explicit statement, never a default."""
+
+    model_config = ConfigDict(extra="forbid")
+    established_by: str = Field(
+        pattern=EVIDENCE_REF,
+        description="Who established it: a reference to the professional or function "
+        "(e.g. ggz:behandelaar:4711); no free text",
+    )
+    established_at: AwareDatetime = Field(description="When it was established (not in the future)")
+    evidence_ref: str = Field(
+        pattern=EVIDENCE_REF,
+        description="Reference to the documented assessment (no free text)",
+    )
+
+
+class WilsonbekwaamOut(BaseModel):
+    established_by: str
+    established_at: datetime
+    evidence_ref: str
+
+
 class GiverIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     bsn: Bsn
@@ -87,6 +111,12 @@ class ConsentIn(BaseModel):
         pattern=EVIDENCE_REF,
         description="Reference to the signed form or recorded statement (no free text)",
     )
+    wilsonbekwaam: WilsonbekwaamIn | None = Field(
+        default=None,
+        description="Set when the minor subject was established to be unable to assess "
+        "his interests: the holders of authority then give consent for him (as for a "
+        "child under 12), and the subject is not among the givers",
+    )
 
 
 class ConsentSearch(BaseModel):
@@ -126,6 +156,9 @@ class ConsentOut(BaseModel):
     withdrawn_at: datetime | None
     withdrawn_by: str | None = Field(description="BSN if known to you; else null")
     evidence_ref: str
+    wilsonbekwaam: WilsonbekwaamOut | None = Field(
+        default=None, description="The record states that the minor subject is wilsonbekwaam"
+    )
     recorded_by_oin: str
     recorded_at: datetime
     status: Literal["active", "withdrawn", "expired"] = Field(

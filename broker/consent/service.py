@@ -16,6 +16,17 @@ Rules (docs/consent-and-break-glass.md):
   withdrawal.
 * Every recording and withdrawal is audited in the same durable commit as the
   row: nothing is stored half-way.
+* A record may state that the minor subject is wilsonbekwaam (who established
+  it, when, and a reference to the assessment); the holders of authority are
+  then the givers and the subject is not. Stored in the record's
+  ``wilsonbekwaam`` column, apart from the givers.
+
+The registry also hands the exchange another broker-derived fact: the boolean
+answers the broker itself released earlier (``prior_answers``), read from its
+own exchange and decision records, for follow-up purposes such as the
+kindcheck contact route. Those answers are sealed under the retention key of
+their decision's period; an answer whose key is destroyed is no answer, so the
+follow-up fails closed.
 """
 
 from __future__ import annotations
@@ -36,14 +47,17 @@ from broker.consent.schemas import (
     ConsentOut,
     ConsentSearch,
     GiverOut,
+    WilsonbekwaamOut,
     WithdrawalIn,
 )
 from broker.core.clock import Clock, system_clock, to_ns
-from broker.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound
-from broker.core.types import ConsentFact
+from broker.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound, RecordShredded
+from broker.core.types import ConsentFact, PriorAnswerFact
 from broker.crypto.keys import Pseudonymizer
 from broker.db.session import Database
+from broker.exchange.models import DecisionRecord, Exchange
 from broker.policy.loader import PolicySet
+from broker.retention.vault import RetentionReader, RetentionVault
 
 log = structlog.get_logger("consent")
 
@@ -51,6 +65,14 @@ CONSENT_MODES = frozenset({"required", "required_unless_acute_danger"})
 # How far a given or withdrawal time may lie ahead of the broker's clock.
 CLOCK_SKEW = timedelta(minutes=5)
 _TABLE = cast(Table, ConsentRecord.__table__)
+# At most this many earlier exchanges are read for a prior answer.
+PRIOR_ANSWER_SCAN = 500
+
+
+def wilsonbekwaam_of(record: ConsentRecord) -> dict[str, Any] | None:
+    """The wilsonbekwaam statement of a record (None: not stated)."""
+    statement = record.wilsonbekwaam
+    return statement if isinstance(statement, dict) and statement else None
 
 
 def purpose_of(policy_set: PolicySet, agreement_id: str, purpose_id: str) -> dict[str, Any]:
@@ -90,6 +112,7 @@ def consent_fact(record: ConsentRecord) -> ConsentFact:
         withdrawn_at_ns=to_ns(end) if end is not None else None,
         elements=tuple(record.elements) if record.elements is not None else None,
         recipients=tuple(record.recipients) if record.recipients is not None else None,
+        wilsonbekwaam=wilsonbekwaam_of(record) is not None,
     )
 
 
@@ -108,11 +131,15 @@ class ConsentService:
         db: Database,
         audit: AuditWriter,
         pseudonymizer: Pseudonymizer,
+        retention: RetentionVault | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self._db = db
         self._audit = audit
         self._pseudo = pseudonymizer
+        # Opens the sealed answers of earlier decisions; without it (the CLI) no
+        # sealed answer is read, so no follow-up precondition can hold.
+        self._retention = retention
         self._clock = clock
 
     # ------------------------------------------------------------ the exchange
@@ -138,6 +165,77 @@ class ConsentService:
         async with self._db.session() as session:
             rows = (await session.scalars(stmt)).all()
         return tuple(consent_fact(r) for r in rows)
+
+    async def prior_answers(
+        self,
+        *,
+        requester_oin: str,
+        subject_keys: Iterable[str],
+        agreement_id: str,
+        purpose_id: str,
+        element: str,
+        since: datetime,
+        until: datetime,
+    ) -> tuple[PriorAnswerFact, ...]:
+        """Per subject, the latest boolean answer for ``element`` that the broker
+        released to ``requester_oin`` under this agreement and purpose between
+        ``since`` and ``until``, from its own exchange and decision records
+        (``decisions.result["answers"]``, written with the release and sealed
+        under its retention key; one query on ``ix_exchanges_requester_scope``).
+
+        Fails closed: once an exchange newer than every answer found so far does
+        not open (its retention key is destroyed, or no vault is at hand), the
+        subjects not answered yet get no fact, since that exchange may hold a
+        later ``false`` about them."""
+        keys = set(subject_keys)
+        if not keys:
+            return ()
+        stmt = (
+            select(Exchange.id, Exchange.created_at, DecisionRecord.id, DecisionRecord.result)
+            .join(DecisionRecord, DecisionRecord.id == Exchange.decision_id)
+            .where(
+                Exchange.requester_oin == requester_oin,
+                Exchange.agreement_id == agreement_id,
+                Exchange.purpose_id == purpose_id,
+                Exchange.released_count > 0,
+                Exchange.created_at >= since,
+                Exchange.created_at <= until,
+            )
+            .order_by(Exchange.created_at.desc(), Exchange.id.desc())
+            .limit(PRIOR_ANSWER_SCAN)
+        )
+        async with self._db.session() as session:
+            rows = (await session.execute(stmt)).all()
+        reader = self._retention.reader() if self._retention is not None else None
+        latest: dict[str, PriorAnswerFact] = {}
+        for exchange_id, created_at, decision_id, stored in rows:
+            if len(latest) == len(keys):
+                break
+            if not isinstance(stored, dict):
+                continue
+            result = await _opened_result(reader, decision_id, stored)
+            if result is None:
+                log.info("consent.prior_answers_unreadable", exchange_id=exchange_id)
+                break
+            answers = result.get("answers")
+            for answer in answers if isinstance(answers, list) else ():
+                key = answer.get("subject") if isinstance(answer, dict) else None
+                if (
+                    key in keys
+                    and key not in latest
+                    and answer.get("element") == element
+                    and isinstance(answer.get("answer"), bool)
+                ):
+                    latest[key] = PriorAnswerFact(
+                        subject=key,
+                        agreement=agreement_id,
+                        purpose=purpose_id,
+                        element=element,
+                        answer=answer["answer"],
+                        answered_at_ns=to_ns(created_at),
+                        exchange_id=exchange_id,
+                    )
+        return tuple(latest[k] for k in sorted(latest))
 
     # ------------------------------------------------------------ the registry
     async def record(
@@ -169,6 +267,12 @@ class ConsentService:
                 )
         self._check_givers(body)
         now = self._clock()
+        if body.wilsonbekwaam is not None and body.wilsonbekwaam.established_at > now + CLOCK_SKEW:
+            raise InvalidRequest(
+                "established_at lies in the future",
+                field="wilsonbekwaam.established_at",
+                code=ErrorCode.INVALID_TIME,
+            )
         if body.given_at > now + CLOCK_SKEW:
             raise InvalidRequest(
                 "given_at lies in the future", field="given_at", code=ErrorCode.INVALID_TIME
@@ -185,13 +289,23 @@ class ConsentService:
             if await session.get(ConsentRecord, record_id) is not None:
                 raise Conflict("A consent record with this id exists", field="id")
         subject_key = self._pseudo.person(body.subject)
-        givers = [
+        givers: list[dict[str, Any]] = [
             {"key": self._pseudo.person(g.bsn), "capacity": g.capacity.value} for g in body.givers
         ]
+        statement = body.wilsonbekwaam
         row: dict[str, Any] = {
             "id": record_id,
             "subject_key": subject_key,
             "givers": givers,
+            "wilsonbekwaam": (
+                {
+                    "established_by": statement.established_by,
+                    "established_at": statement.established_at.isoformat(),
+                    "evidence_ref": statement.evidence_ref,
+                }
+                if statement is not None
+                else None
+            ),
             "agreement_id": body.agreement_id,
             "purpose_id": body.purpose_id,
             "elements": list(body.elements) if body.elements is not None else None,
@@ -213,6 +327,15 @@ class ConsentService:
                 "agreement": body.agreement_id,
                 "purpose": body.purpose_id,
                 "givers": givers,
+                # Who established it and when; the evidence reference is not audited.
+                "wilsonbekwaam": (
+                    {
+                        "established_by": statement.established_by,
+                        "established_at": statement.established_at.isoformat(),
+                    }
+                    if statement is not None
+                    else None
+                ),
                 "elements": row["elements"],
                 "recipients": row["recipients"],
                 "given_at": body.given_at.isoformat(),
@@ -333,6 +456,13 @@ class ConsentService:
                 )
             seen.add(giver.bsn)
             is_subject = giver.bsn == body.subject
+            if is_subject and body.wilsonbekwaam is not None:
+                raise InvalidRequest(
+                    "A subject stated to be wilsonbekwaam is represented by the holders "
+                    "of authority and is not a giver",
+                    field=f"givers[{i}].capacity",
+                    code=ErrorCode.INVALID_GIVER,
+                )
             if (giver.capacity is Capacity.AUTHORITY_HOLDER) == is_subject:
                 raise InvalidRequest(
                     "child and subject are the data subject; an authority holder is another person",
@@ -377,8 +507,33 @@ class ConsentService:
             withdrawn_at=record.withdrawn_at,
             withdrawn_by=names.get(record.withdrawn_by_key) if record.withdrawn_by_key else None,
             evidence_ref=record.evidence_ref,
+            wilsonbekwaam=_statement_out(record),
             recorded_by_oin=record.recorded_by_oin,
             recorded_at=record.recorded_at,
             status=_status(record, now),
             audit_index=audit_index,
         )
+
+
+async def _opened_result(
+    reader: RetentionReader | None, decision_id: str, stored: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A decision's result with its sealed answers opened; None when they cannot be
+    (the retention key is destroyed, or there is no vault to open them with)."""
+    if reader is None:
+        return None if "sealed" in stored else stored
+    try:
+        return await reader.decision_result(decision_id, stored)
+    except RecordShredded:
+        return None
+
+
+def _statement_out(record: ConsentRecord) -> WilsonbekwaamOut | None:
+    statement = wilsonbekwaam_of(record)
+    if statement is None:
+        return None
+    return WilsonbekwaamOut(
+        established_by=str(statement["established_by"]),
+        established_at=datetime.fromisoformat(str(statement["established_at"])),
+        evidence_ref=str(statement["evidence_ref"]),
+    )

@@ -8,10 +8,14 @@ associated data binds each ciphertext to its table, its record id and its key
 id, so a ciphertext moved to another record does not open.
 
 * ``decisions.input``: the subjects' facts (birth dates, ages, authority
-  holders' pseudonyms), the request context, the consent facts and the acute
-  declaration go under ``input["sealed"]``; what stays in clear is what every
-  report needs (agreement, purpose, parties, times, items with their subject
-  keys, subject keys and kinds).
+  holders' pseudonyms), the request context, the consent facts, the acute
+  declaration and the earlier boolean answers a follow-up relied on
+  (``prior_answers``) go under ``input["sealed"]``; what stays in clear is what
+  every report needs (agreement, purpose, parties, times, items with their
+  subject keys, subject keys and kinds).
+* ``decisions.result``: the boolean answers released (``answers``: which
+  person key got which true/false) go under ``result["sealed"]``, bound to the
+  result column; the per-item reasons and the obligations stay in clear.
 * ``exchanges.case_reference``: stored as ``rk1:<key id>:<ciphertext>``.
 
 Keys live in ``retention_keys`` wrapped by the key-encryption key (KEK), which
@@ -47,11 +51,16 @@ if TYPE_CHECKING:
 KEK_FILE = "retention-kek.key"
 CASE_PREFIX = "rk1:"
 # The decision input's members that hold personal detail (sealed as one object).
-SEALED_INPUT_FIELDS = ("subjects", "context", "consents", "acute_declaration")
+SEALED_INPUT_FIELDS = ("subjects", "context", "consents", "acute_declaration", "prior_answers")
+# The decision result's members that hold personal detail (sealed when not empty).
+SEALED_RESULT_FIELDS = ("answers",)
 
 _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
 _EXCHANGES = Exchange.__tablename__
 _DECISIONS = DecisionRecord.__tablename__
+# The "table" a sealed decision result is bound to: another column of the same row
+# than the input, so neither ciphertext opens in the other's place.
+_RESULTS = f"{_DECISIONS}.result"
 
 
 # ------------------------------------------------------------------ periods
@@ -286,6 +295,8 @@ class RetentionVault:
         for table, row in rows:
             if table.name == _DECISIONS:
                 row["input"] = seal_input(write.key, write.kid, str(row["id"]), row["input"])
+                if isinstance(row.get("result"), dict):
+                    row["result"] = seal_result(write.key, write.kid, str(row["id"]), row["result"])
             elif table.name == _EXCHANGES and row.get("case_reference") is not None:
                 sealed = seal_field(
                     write.key, write.kid, _EXCHANGES, str(row["id"]), row["case_reference"]
@@ -316,8 +327,20 @@ def seal_input(key: bytes, kid: str, decision_id: str, document: dict[str, Any])
     clear["subjects"] = [
         {"key": s.get("key"), "kind": s.get("kind")} for s in document.get("subjects", ())
     ]
-    secret = {k: document.get(k) for k in SEALED_INPUT_FIELDS}
+    secret = {k: document[k] for k in SEALED_INPUT_FIELDS if k in document}
     clear["sealed"] = {"kid": kid, "ct": seal_field(key, kid, _DECISIONS, decision_id, secret)}
+    return clear
+
+
+def seal_result(key: bytes, kid: str, decision_id: str, document: dict[str, Any]) -> dict[str, Any]:
+    """The decision result with its personal members sealed under ``sealed``; a
+    result without any (no boolean answer released) is returned as it is: one AEAD
+    only where there is something to seal."""
+    if not any(document.get(k) for k in SEALED_RESULT_FIELDS):
+        return document
+    clear = {k: v for k, v in document.items() if k not in SEALED_RESULT_FIELDS}
+    secret = {k: document[k] for k in SEALED_RESULT_FIELDS if k in document}
+    clear["sealed"] = {"kid": kid, "ct": seal_field(key, kid, _RESULTS, decision_id, secret)}
     return clear
 
 
@@ -364,6 +387,23 @@ class RetentionReader:
             secret = open_field(self._key(kid), kid, _DECISIONS, decision_id, sealed["ct"])
         except ValueError as exc:
             raise KeyError_("a sealed decision input does not open") from exc
+        full = {k: v for k, v in document.items() if k != "sealed"}
+        full.update(secret)
+        return full
+
+    async def decision_result(self, decision_id: str, document: dict[str, Any]) -> dict[str, Any]:
+        """The full result of a decision row (with the boolean ``answers`` it
+        released); RecordShredded once its key is destroyed. Results with nothing
+        sealed, and rows written before sealing, are returned as they are."""
+        sealed = document.get("sealed")
+        if not isinstance(sealed, dict):
+            return document
+        kid = str(sealed["kid"])
+        await self.load([kid])
+        try:
+            secret = open_field(self._key(kid), kid, _RESULTS, decision_id, sealed["ct"])
+        except ValueError as exc:
+            raise KeyError_("a sealed decision result does not open") from exc
         full = {k: v for k, v in document.items() if k != "sealed"}
         full.update(secret)
         return full

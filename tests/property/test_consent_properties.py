@@ -2,7 +2,9 @@
 code (broker.consent.service.consent_fact), decided by the real engine: birth
 dates around the 12th, 16th and 18th birthdays x request dates x givers x
 expiry and withdrawal, against the age table of consent_rules.md section 2 and
-the MDA++ agreement's stricter rule."""
+the MDA++ agreement's stricter rule; and records that state the minor subject
+is wilsonbekwaam (rule 5: the holders of authority consent for him at any age
+under 18)."""
 
 from __future__ import annotations
 
@@ -82,15 +84,28 @@ def cases(draw: st.DrawFn) -> tuple[date, date, frozenset[str], tuple[str, ...],
     return on, born, givers, holders, ending
 
 
-def record(givers: frozenset[str], at: datetime, ending: str) -> ConsentRecord:
+def record(
+    givers: frozenset[str], at: datetime, ending: str, *, wilsonbekwaam: bool = False
+) -> ConsentRecord:
     given_at = at - timedelta(days=1)
+    entries: list[dict[str, str]] = [
+        {"key": g, "capacity": "child" if g == SUBJECT else "authority_holder"}
+        for g in sorted(givers)
+    ]
     return ConsentRecord(
         id="CNS-P1",
         subject_key=SUBJECT,
-        givers=[
-            {"key": g, "capacity": "child" if g == SUBJECT else "authority_holder"}
-            for g in sorted(givers)
-        ],
+        givers=entries,
+        # As the registry stores the statement (broker.consent.service.record).
+        wilsonbekwaam=(
+            {
+                "established_by": "ggz:behandelaar:4711",
+                "established_at": given_at.isoformat(),
+                "evidence_ref": "ggz-dms:WOB-1",
+            }
+            if wilsonbekwaam
+            else None
+        ),
         agreement_id=AGREEMENT,
         purpose_id=PURPOSE,
         elements=[ELEMENT],
@@ -149,6 +164,7 @@ def test_consent_follows_the_age_table(
     )
     [item] = decision.items
     assert item.consent_id == "CNS-P1"
+    assert fact.wilsonbekwaam is False
     if ending in ("expired", "withdrawn"):
         # valid_until at or before the request time counts as a withdrawal.
         assert item.reason is ReasonCode.DENY_CONSENT_WITHDRAWN
@@ -156,3 +172,95 @@ def test_consent_follows_the_age_table(
         assert item.reason is ReasonCode.ALLOW_CONSENT
     else:
         assert item.reason is ReasonCode.DENY_CONSENT_INCOMPLETE
+
+
+def decide_one(
+    engine: RegopyEngine,
+    on: date,
+    born: date,
+    holders: tuple[str, ...],
+    record_: ConsentRecord,
+    agreement: str = AGREEMENT,
+    purpose: str = PURPOSE,
+    context: dict[str, str] | None = None,
+) -> ReasonCode:
+    at = datetime.combine(on, time(12, 0), tzinfo=DUTCH).astimezone(UTC)
+    age = completed_years(born, on)
+    decision = engine.decide_sync(
+        PolicyInput(
+            agreement=agreement,
+            purpose=purpose,
+            provider="ggz",
+            recipient="gemeente_wijkteam",
+            request_time_ns=to_ns(at),
+            request_date=dutch_date(at),
+            context=context or {"mda_case_id": "MDA-LB-2026-015", "mda_case_status": "actief"},
+            subjects=(
+                SubjectFacts(
+                    key=SUBJECT,
+                    kind=SubjectKind.PERSON,
+                    birth_date=born,
+                    age=age,
+                    authority_holders=holders if age < 18 else (),
+                ),
+            ),
+            items=(RequestedItem(element=ELEMENT, subject=SUBJECT),),
+            consents=(consent_fact(record_),),
+        )
+    )
+    [item] = decision.items
+    assert item.consent_id == "CNS-P1"
+    return item.reason
+
+
+@st.composite
+def flagged_cases(draw: st.DrawFn) -> tuple[date, date, frozenset[str], tuple[str, ...]]:
+    on = draw(request_days)
+    born = draw(birth_dates(on))
+    # Among the drawn givers the subject himself may appear: a wilsonbekwaam
+    # minor's own signature neither helps nor is needed.
+    givers = draw(st.frozensets(st.sampled_from([SUBJECT, FATHER, MOTHER, STRANGER]), min_size=1))
+    holders = draw(st.sampled_from([(FATHER, MOTHER), (MOTHER,), ()]))
+    return on, born, givers, holders
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=flagged_cases())
+# The 12th birthday: before it and on it, the holders alone suffice (represented).
+@example(case=(date(2026, 9, 2), date(2014, 9, 3), frozenset({FATHER, MOTHER}), (FATHER, MOTHER)))
+@example(case=(date(2026, 9, 3), date(2014, 9, 3), frozenset({FATHER, MOTHER}), (FATHER, MOTHER)))
+@example(case=(date(2026, 9, 3), date(2014, 9, 3), frozenset({SUBJECT}), (FATHER, MOTHER)))
+# The 16th birthday: the young person's own consent does not count; the holders do.
+@example(case=(date(2026, 9, 2), date(2010, 9, 3), frozenset({FATHER, MOTHER}), (FATHER, MOTHER)))
+@example(case=(date(2026, 9, 3), date(2010, 9, 3), frozenset({FATHER, MOTHER}), (FATHER, MOTHER)))
+@example(case=(date(2026, 9, 3), date(2010, 9, 3), frozenset({SUBJECT}), (FATHER, MOTHER)))
+# The 18th birthday: the flag no longer applies; the adult consents himself.
+@example(case=(date(2026, 9, 3), date(2008, 9, 3), frozenset({SUBJECT}), (FATHER, MOTHER)))
+@example(case=(date(2026, 9, 2), date(2008, 9, 3), frozenset({SUBJECT}), (FATHER, MOTHER)))
+def test_wilsonbekwaam_minor_is_represented_by_the_holders(
+    engine: RegopyEngine, case: tuple[date, date, frozenset[str], tuple[str, ...]]
+) -> None:
+    on, born, givers, holders = case
+    at = datetime.combine(on, time(12, 0), tzinfo=DUTCH).astimezone(UTC)
+    age = completed_years(born, on)
+    flagged = record(givers, at, "none", wilsonbekwaam=True)
+    fact = consent_fact(flagged)
+    assert fact.wilsonbekwaam is True
+    assert fact.given_by == tuple(sorted(givers))  # the statement is not a giver
+    reason = decide_one(engine, on, born, holders, flagged)
+    # Represented: every holder of authority (the MDA++ under-12 band), at any age
+    # under 18; an adult consents himself.
+    expected = (bool(holders) and set(holders) <= givers) if age < 18 else SUBJECT in givers
+    assert reason is (ReasonCode.ALLOW_CONSENT if expected else ReasonCode.DENY_CONSENT_INCOMPLETE)
+    # Without the flag the age table applies as before.
+    plain = decide_one(engine, on, born, holders, record(givers, at, "none"))
+    assert plain is (
+        ReasonCode.ALLOW_CONSENT
+        if complete(age, set(givers), holders if age < 18 else ())
+        else ReasonCode.DENY_CONSENT_INCOMPLETE
+    )
+    # A withdrawal ends a represented consent the same way.
+    ended = decide_one(
+        engine, on, born, holders, record(givers, at, "withdrawn", wilsonbekwaam=True)
+    )
+    assert ended is ReasonCode.DENY_CONSENT_WITHDRAWN

@@ -1,7 +1,7 @@
 """Property tests of retention sealing with real AES-256-GCM: sealed fields open
 to what was sealed, only for the record (table, id) and key they were sealed to;
-decision inputs keep their non-personal members in clear; retention periods end
-after the month they cover."""
+decision inputs and results keep their non-personal members in clear; retention
+periods end after the month they cover."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from broker.retention.vault import (
     parse_duration,
     seal_field,
     seal_input,
+    seal_result,
 )
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -97,10 +98,22 @@ subjects = st.lists(
 )
 
 
+answers = st.lists(
+    st.fixed_dictionaries(
+        {
+            "subject": st.text(min_size=1, max_size=12),
+            "element": st.sampled_from(["vt.report_exists", "x.y"]),
+            "answer": st.booleans(),
+        }
+    ),
+    max_size=4,
+)
+
+
 @SETTINGS
-@given(key=keys, record=record_ids, people=subjects, context=json_values)
+@given(key=keys, record=record_ids, people=subjects, context=json_values, prior=answers)
 def test_decision_inputs_seal_only_their_personal_members(
-    key: bytes, record: str, people: list[dict[str, Any]], context: Any
+    key: bytes, record: str, people: list[dict[str, Any]], context: Any, prior: list[Any]
 ) -> None:
     document = {
         "agreement": "agr-x",
@@ -111,15 +124,47 @@ def test_decision_inputs_seal_only_their_personal_members(
         "context": context,
         "consents": [],
         "acute_declaration": None,
+        "prior_answers": prior,
     }
     stored = seal_input(key, KID, record, document)
     assert stored["agreement"] == "agr-x" and stored["items"] == document["items"]
     assert stored["subjects"] == [{"key": s["key"], "kind": s["kind"]} for s in people]
-    assert not {"context", "consents", "acute_declaration"} & set(stored)
+    assert not {"context", "consents", "acute_declaration", "prior_answers"} & set(stored)
     secret = open_field(key, stored["sealed"]["kid"], "decisions", record, stored["sealed"]["ct"])
     restored = {k: v for k, v in stored.items() if k != "sealed"} | secret
     assert restored == document
     assert set(secret) == set(SEALED_INPUT_FIELDS)
+    # An input without a member (e.g. a publication's, without prior answers)
+    # opens without it.
+    del document["prior_answers"]
+    stored = seal_input(key, KID, record, document)
+    secret = open_field(key, stored["sealed"]["kid"], "decisions", record, stored["sealed"]["ct"])
+    assert {k: v for k, v in stored.items() if k != "sealed"} | secret == document
+
+
+@SETTINGS
+@given(key=keys, record=record_ids, released=answers)
+def test_decision_results_seal_their_boolean_answers(
+    key: bytes, record: str, released: list[dict[str, Any]]
+) -> None:
+    document = {
+        "items": [{"element": "vt.report_exists", "subject": "k", "reason": "allow_x"}],
+        "obligations": {"response_form": "boolean_only", "retention": None},
+        "answers": released,
+    }
+    stored = seal_result(key, KID, record, document)
+    if not released:  # nothing personal: left as it is, no AEAD
+        assert stored == document
+        return
+    assert "answers" not in stored
+    assert stored["items"] == document["items"]
+    assert stored["obligations"] == document["obligations"]
+    sealed = stored["sealed"]
+    secret = open_field(key, sealed["kid"], "decisions.result", record, sealed["ct"])
+    assert {k: v for k, v in stored.items() if k != "sealed"} | secret == document
+    # Bound to the result column: it does not open as the row's input.
+    with pytest.raises(ValueError, match=NOT_OPEN):
+        open_field(key, sealed["kid"], "decisions", record, sealed["ct"])
 
 
 @SETTINGS

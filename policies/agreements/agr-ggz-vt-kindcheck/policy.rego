@@ -16,7 +16,30 @@ precondition contains "requester_is_treating_professional" if {
 	input.context.requester_role in ["behandelaar", "aandachtsfunctionaris"]
 }
 
+# The contact route only after a recent "yes". The earlier answer is a broker
+# fact (input.prior_answers: the latest boolean answer the broker released to
+# the same requesting agency about the same client), never the request context;
+# what it must be and the window are the purpose's `prior_answer` block.
+prior := data.broker.decision.purpose.prior_answer
+
+window_ns := (prior.window_hours * 3600) * 1000000000
+
+recent_yes(key) if {
+	some a in input.prior_answers
+	a.subject == key
+	a.agreement == input.agreement
+	a.purpose == prior.purpose
+	a.element == prior.element
+	a.answer == true
+	a.answered_at_ns <= input.request_time_ns
+	input.request_time_ns - a.answered_at_ns <= window_ns
+}
+
+# Every client the request names (at least one) needs its own recent "yes".
 precondition contains "prior_yes_answer" if {
-	input.context.prior_kindcheck_answer == true
-	input.context.prior_kindcheck_age_hours <= 24
+	clients := [s.key | some s in input.subjects; s.kind == "person"]
+	count(clients) > 0
+	every key in clients {
+		recent_yes(key)
+	}
 }

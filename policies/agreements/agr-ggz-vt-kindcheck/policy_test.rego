@@ -99,10 +99,22 @@ test_bekendheid_only_veilig_thuis_answers if {
 }
 
 # ------------------------------------------------------------ kindcheck_contact_professional
-contact := {
-	"purpose": "kindcheck_contact_professional",
-	"context": {"prior_kindcheck_answer": true, "prior_kindcheck_age_hours": 0.33},
+hour_ns := 3600000000000
+
+# An answer the broker released earlier (input.prior_answers is broker-derived).
+answer(value, hours_ago) := {
+	"subject": "P10",
+	"agreement": agreement_id,
+	"purpose": "kindcheck_bekendheid",
+	"element": "vt.report_exists",
+	"answer": value,
+	"answered_at_ns": now_ns - round(hours_ago * hour_ns),
+	"exchange_id": "x-1",
 }
+
+contact := {"purpose": "kindcheck_contact_professional", "prior_answers": [answer(true, 0.33)]}
+
+contact_reason(request) := reasons(object.union(contact, object.union(request, {"items": items(["vt.contact_person"])})))
 
 test_contact_allowed_after_recent_yes if {
 	d := decide(object.union(contact, {"items": items(["vt.contact_person"])}))
@@ -111,26 +123,62 @@ test_contact_allowed_after_recent_yes if {
 }
 
 test_contact_allowed_up_to_24_hours if {
-	reasons(object.union(contact, {
-		"context": {"prior_kindcheck_age_hours": 24},
-		"items": items(["vt.contact_person"]),
-	})) == {"allow_statutory_basis"}
+	contact_reason({"prior_answers": [answer(true, 24)]}) == {"allow_statutory_basis"}
 }
 
 test_contact_denied_after_24_hours if {
-	d := decide(object.union(contact, {
-		"context": {"prior_kindcheck_age_hours": 24.5},
-		"items": items(["vt.contact_person"]),
-	}))
+	d := decide(object.union(contact, {"prior_answers": [answer(true, 24.5)], "items": items(["vt.contact_person"])}))
 	d.items[0].reason == "deny_precondition_failed"
 	d.items[0].failed_preconditions == ["prior_yes_answer"]
 }
 
 test_contact_denied_after_no if {
-	reasons(object.union(contact, {
-		"context": {"prior_kindcheck_answer": false, "prior_kindcheck_age_hours": 0.08},
-		"items": items(["vt.contact_person"]),
-	})) == {"deny_precondition_failed"}
+	contact_reason({"prior_answers": [answer(false, 0.08)]}) == {"deny_precondition_failed"}
+}
+
+test_contact_denied_without_prior_answer if {
+	contact_reason({"prior_answers": []}) == {"deny_precondition_failed"}
+}
+
+# An input without the broker fact at all (e.g. a decision recorded before it existed).
+test_contact_denied_when_fact_absent if {
+	d := data.broker.decision.result with input as object.remove(
+		object.union(base, object.union(contact, {"items": items(["vt.contact_person"])})),
+		["prior_answers"],
+	)
+	d.items[0].reason == "deny_precondition_failed"
+}
+
+# The requester's own claim in the context does not count.
+test_contact_forged_context_is_ignored if {
+	contact_reason({
+		"prior_answers": [],
+		"context": {"prior_kindcheck_answer": true, "prior_kindcheck_age_hours": 0.1},
+	}) == {"deny_precondition_failed"}
+}
+
+test_contact_answer_about_another_client_does_not_count if {
+	other := object.union(answer(true, 0.1), {"subject": "P13"})
+	contact_reason({"prior_answers": [other]}) == {"deny_precondition_failed"}
+}
+
+test_contact_answer_to_another_purpose_does_not_count if {
+	other := object.union(answer(true, 0.1), {"purpose": "kindcheck_contact_professional"})
+	contact_reason({"prior_answers": [other]}) == {"deny_precondition_failed"}
+}
+
+test_contact_answer_from_the_future_does_not_count if {
+	contact_reason({"prior_answers": [answer(true, -1)]}) == {"deny_precondition_failed"}
+}
+
+# Every client named in the follow-up needs its own "yes".
+test_contact_needs_a_yes_for_every_client if {
+	second := {"key": "P13", "kind": "person", "birth_date": "1990-12-01", "age": 35, "authority_holders": []}
+	d := decide(object.union(contact, {
+		"subjects": [client, second],
+		"items": [{"element": "vt.contact_person", "subject": "P10"}, {"element": "vt.contact_person", "subject": "P13"}],
+	}))
+	{i.reason | some i in d.items} == {"deny_precondition_failed"}
 }
 
 test_contact_purpose_gives_no_case_information if {
