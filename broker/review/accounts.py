@@ -2,10 +2,11 @@
 lockout and server-side sessions.
 
 This is the embedded default sign-in: local accounts with argon2id password
-hashes and a TOTP second factor (RFC 6238). In production an OpenID Connect
-provider can take its place: anything that resolves a signed-in person to an
-``Officer`` (account id and scope) satisfies ``OfficerAuthenticator``; the pages
-only ever see the ``Officer``.
+hashes and a TOTP second factor (RFC 6238; the secret sealed at rest, see
+``broker.review.sealing``). In production an OpenID Connect provider takes its
+place (``broker.review.oidc``): it resolves the signed-in person to an account
+here (by issuer and subject, or made from a role claim) and opens the same
+server-side session; the pages only ever see the ``Officer``.
 
 Every sign-in, failed or not, every sign-out and every account change is an
 audit entry naming the account id (never the username, a password or a code);
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -23,7 +25,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,6 +49,7 @@ from broker.core.errors import (
 from broker.db.session import Database
 from broker.review import totp
 from broker.review.models import OfficerAccount, OfficerSession
+from broker.review.sealing import SecretBox
 
 log = structlog.get_logger("review.accounts")
 
@@ -122,6 +125,16 @@ class AccountView:
     locked_until: datetime | None
     created_at: datetime
     last_login_at: datetime | None
+    oidc_issuer: str | None = None
+    oidc_subject: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The agencies an officer reviews, or every agency (``broker_officer``)."""
+
+    agencies: tuple[str, ...]
+    broker_officer: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +145,9 @@ class NewSecret:
 
 
 class OfficerAuthenticator(Protocol):
-    """The seam for the sign-in: the embedded ``AccountService`` (password + TOTP),
-    or an OpenID Connect relying party in production."""
+    """What the pages ask of the sign-in: the officer a session cookie names.
+    ``AccountService`` answers for sessions opened by both sign-ins (password +
+    TOTP, and OpenID Connect through ``broker.review.oidc``)."""
 
     async def resolve(self, cookie: str | None) -> SessionView | None: ...
 
@@ -163,6 +177,8 @@ def _view(row: OfficerAccount) -> AccountView:
         locked_until=row.locked_until,
         created_at=row.created_at,
         last_login_at=row.last_login_at,
+        oidc_issuer=row.oidc_issuer,
+        oidc_subject=row.oidc_subject,
     )
 
 
@@ -205,11 +221,13 @@ class AccountService:
         db: Database,
         audit: AuditWriter,
         session_key: bytes,
+        box: SecretBox,
         clock: Clock = system_clock,
         unix_time: Callable[[], float] | None = None,
     ) -> None:
         self._db = db
         self._audit = audit
+        self._box = box
         self._session_key = session_key
         self._clock = clock
         # TOTP codes follow the broker's clock, so a test clock moves them too.
@@ -217,17 +235,12 @@ class AccountService:
         self._addresses = _AddressLimiter(ADDRESS_MAX_FAILURES, ADDRESS_WINDOW_SECONDS)
 
     # ------------------------------------------------------------ accounts
-    async def add(
-        self, *, username: str, password: str, agencies: list[str], broker_officer: bool
-    ) -> NewSecret:
+    @staticmethod
+    def _check_new(username: str, agencies: list[str], broker_officer: bool) -> None:
         if not USERNAME.fullmatch(username):
             raise InvalidRequest(
                 "A username is 3-64 characters: a-z first, then a-z, 0-9, '.', '_' or '-'",
                 field="username",
-            )
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise InvalidRequest(
-                f"A password has at least {MIN_PASSWORD_LENGTH} characters", field="password"
             )
         if any(not OIN.fullmatch(o) for o in agencies):
             raise InvalidRequest("Agencies are 20-digit OINs", field="agency")
@@ -235,24 +248,22 @@ class AccountService:
             raise InvalidRequest(
                 "Name the agencies (--agency) or make a broker officer", field="agency"
             )
-        secret = totp.new_secret()
-        password_hash = await asyncio.to_thread(hash_password, password)
-        row = OfficerAccount(
-            username=username,
-            password_hash=password_hash,
-            totp_secret=secret,
-            agencies=sorted(set(agencies)),
-            broker_officer=broker_officer,
-            active=True,
-            failed_logins=0,
-            created_at=self._clock(),
-        )
+
+    async def _insert(self, row: OfficerAccount, *, secret: str | None, via: str) -> OfficerAccount:
+        """Stores a new account (its TOTP secret sealed to its id) and audits it."""
+        if secret is not None:
+            await self._box.prepare()  # the data key first: not inside the insert's transaction
         async with self._db.session() as session:
             session.add(row)
             try:
+                await session.flush()
+                if secret is not None:
+                    row.totp_secret = await self._box.seal(row.id, secret)
                 await session.commit()
             except IntegrityError as exc:
-                raise Conflict("An account with this username exists", field="username") from exc
+                raise Conflict(
+                    "An account with this username or identity exists", field="username"
+                ) from exc
         try:
             await self._audit.append(
                 [
@@ -261,7 +272,8 @@ class AccountService:
                         body={
                             "account_id": row.id,
                             "agencies": row.agencies,
-                            "broker_officer": broker_officer,
+                            "broker_officer": row.broker_officer,
+                            "via": via,
                         },
                     )
                 ]
@@ -271,8 +283,65 @@ class AccountService:
                 await session.delete(await session.get(OfficerAccount, row.id))
                 await session.commit()
             raise
-        log.info("review.account_added", account_id=row.id)
+        log.info("review.account_added", account_id=row.id, via=via)
+        return row
+
+    async def add(
+        self, *, username: str, password: str, agencies: list[str], broker_officer: bool
+    ) -> NewSecret:
+        self._check_new(username, agencies, broker_officer)
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise InvalidRequest(
+                f"A password has at least {MIN_PASSWORD_LENGTH} characters", field="password"
+            )
+        secret = totp.new_secret()
+        password_hash = await asyncio.to_thread(hash_password, password)
+        row = OfficerAccount(
+            username=username,
+            password_hash=password_hash,
+            totp_secret=None,
+            agencies=sorted(set(agencies)),
+            broker_officer=broker_officer,
+            active=True,
+            failed_logins=0,
+            created_at=self._clock(),
+            scope_from_claim=False,
+        )
+        row = await self._insert(row, secret=secret, via="local")
         return NewSecret(_view(row), secret, totp.provisioning_uri(secret, username))
+
+    async def add_oidc(
+        self,
+        *,
+        username: str,
+        issuer: str,
+        subject: str,
+        agencies: list[str],
+        broker_officer: bool,
+        scope_from_claim: bool = False,
+    ) -> AccountView:
+        """An account that signs in through OpenID Connect only (no password, no
+        TOTP): the person the provider ``issuer`` names ``subject``."""
+        self._check_new(username, agencies, broker_officer or scope_from_claim)
+        if not issuer or len(issuer) > 255 or not subject or len(subject) > 255:
+            raise InvalidRequest(
+                "Give the issuer and the subject (at most 255 characters)", field="subject"
+            )
+        row = OfficerAccount(
+            username=username,
+            password_hash=None,
+            totp_secret=None,
+            agencies=sorted(set(agencies)),
+            broker_officer=broker_officer,
+            active=True,
+            failed_logins=0,
+            created_at=self._clock(),
+            oidc_issuer=issuer,
+            oidc_subject=subject,
+            scope_from_claim=scope_from_claim,
+        )
+        row = await self._insert(row, secret=None, via="oidc_claim" if scope_from_claim else "oidc")
+        return _view(row)
 
     async def list(self) -> list[AccountView]:
         async with self._db.session() as session:
@@ -314,9 +383,14 @@ class AccountService:
     async def reset_totp(self, username: str) -> NewSecret:
         """A new TOTP secret (the old one stops working) and the lockout lifted."""
         row = await self._by_username(username)
+        if row.password_hash is None:
+            raise InvalidRequest(
+                "This account signs in through OpenID Connect: it has no TOTP secret",
+                field="username",
+            )
         secret = totp.new_secret()
         values: dict[str, Any] = {
-            "totp_secret": secret,
+            "totp_secret": await self._box.seal(row.id, secret),
             "last_totp_step": None,
             "failed_logins": 0,
             "locked_until": None,
@@ -360,6 +434,7 @@ class AccountService:
             "result": "failure",
             "reason": reason,
             "locked": locked,
+            "method": "password_totp",
         }
         try:
             await self._audit.append(
@@ -390,10 +465,14 @@ class AccountService:
             account = await session.scalar(
                 select(OfficerAccount).where(OfficerAccount.username == username.strip().lower())
             )
-        if account is None:
+        if account is None or account.password_hash is None or account.totp_secret is None:
+            # Unknown, or an OpenID Connect account (no password): the same answer.
             await asyncio.to_thread(check_password, _DUMMY_HASH, password)  # same time
             await self._login_failed(
-                account=None, reason="unknown_account", address=address, request_id=request_id
+                account=None,
+                reason="unknown_account" if account is None else "not_local",
+                address=address,
+                request_id=request_id,
             )
             raise AuthenticationFailed()
         now = self._clock()
@@ -407,7 +486,8 @@ class AccountService:
             )
             raise TooManyAttempts()
         password_ok = await asyncio.to_thread(check_password, account.password_hash, password)
-        step = totp.verify(account.totp_secret, code, self._unix_time())
+        secret = await self._box.open(account.id, account.totp_secret)
+        step = totp.verify(secret, code, self._unix_time())
         reason: str | None = None
         if not account.active:
             reason = "disabled"
@@ -446,11 +526,165 @@ class AccountService:
                 expires=expires,
                 values=values,
                 request_id=request_id,
+                where={"id": account.id, "last_totp_step": account.last_totp_step},
+                method="password_totp",
             )
         except Conflict as exc:
             # A concurrent sign-in with the same code won the race: this one is a replay.
             raise AuthenticationFailed() from exc
         log.info("review.login", account_id=account.id)
+        return SignedIn(_officer(account), self._sign(token), csrf, expires)
+
+    # ------------------------------------------------------------ OpenID Connect
+    def address_blocked(self, address: str) -> bool:
+        return self._addresses.blocked(address)
+
+    async def external_failed(
+        self,
+        *,
+        method: str,
+        reason: str,
+        address: str,
+        request_id: str | None,
+        account_id: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Audits a refused sign-in through an external provider (no counter:
+        those accounts have no password to guess)."""
+        self._addresses.failed(address)
+        body: dict[str, Any] = {
+            "request_id": request_id,
+            "account_id": account_id,
+            "result": "failure",
+            "reason": reason,
+            "locked": False,
+            "method": method,
+            **(detail or {}),
+        }
+        await self._audit.append([AuditRecord(kind="officer_login", body=body)])
+        log.info("review.login_failed", reason=reason, method=method)
+
+    async def external_login(
+        self,
+        *,
+        issuer: str,
+        subject: str,
+        claim_scope: Scope | None,
+        address: str,
+        request_id: str | None,
+        method: str = "oidc",
+    ) -> SignedIn:
+        """Opens a session for the account the provider ``issuer`` names
+        ``subject`` (its identity checked by the caller). ``claim_scope`` is the
+        scope the provider's role claim grants (None: no role claim configured;
+        an empty scope: the claim grants nothing). A known account keeps its own
+        scope unless it was made from the claim; an unknown subject gets in only
+        with a role claim that grants a scope (an account is made and audited).
+        Raises AuthenticationFailed (audited) otherwise."""
+        ref = hashlib.sha256(f"{issuer}\x00{subject}".encode()).hexdigest()[:32]
+        detail = {"subject_ref": ref}
+        if self._addresses.blocked(address):
+            await self.external_failed(
+                method=method,
+                reason="address_throttled",
+                address=address,
+                request_id=request_id,
+                detail=detail,
+            )
+            raise TooManyAttempts()
+        granted = claim_scope is not None and (
+            claim_scope.broker_officer or bool(claim_scope.agencies)
+        )
+        async with self._db.session() as session:
+            account = await session.scalar(
+                select(OfficerAccount).where(
+                    OfficerAccount.oidc_issuer == issuer, OfficerAccount.oidc_subject == subject
+                )
+            )
+        if account is None:
+            if not granted or claim_scope is None:
+                await self.external_failed(
+                    method=method,
+                    reason="unknown_subject",
+                    address=address,
+                    request_id=request_id,
+                    detail=detail,
+                )
+                raise AuthenticationFailed()
+            with contextlib.suppress(Conflict):  # a concurrent first sign-in made it
+                await self.add_oidc(
+                    username=f"oidc-{ref[:20]}",
+                    issuer=issuer,
+                    subject=subject,
+                    agencies=list(claim_scope.agencies),
+                    broker_officer=claim_scope.broker_officer,
+                    scope_from_claim=True,
+                )
+            async with self._db.session() as session:
+                account = await session.scalar(
+                    select(OfficerAccount).where(
+                        OfficerAccount.oidc_issuer == issuer,
+                        OfficerAccount.oidc_subject == subject,
+                    )
+                )
+            if account is None:
+                raise AuthenticationFailed()
+        now = self._clock()
+        reason: str | None = None
+        if not account.active:
+            reason = "disabled"
+        elif account.locked_until is not None and account.locked_until > now:
+            reason = "locked"
+        elif account.scope_from_claim and not granted:
+            reason = "no_officer_role"
+        if reason is not None:
+            await self.external_failed(
+                method=method,
+                reason=reason,
+                address=address,
+                request_id=request_id,
+                account_id=account.id,
+                detail=detail,
+            )
+            raise TooManyAttempts() if reason == "locked" else AuthenticationFailed()
+        values: dict[str, Any] = {"last_login_at": now}
+        records: list[AuditRecord] = []
+        if account.scope_from_claim and claim_scope is not None:
+            agencies = sorted(set(claim_scope.agencies))
+            if (agencies, claim_scope.broker_officer) != (
+                sorted(account.agencies),
+                account.broker_officer,
+            ):
+                values.update(agencies=agencies, broker_officer=claim_scope.broker_officer)
+                records.append(
+                    AuditRecord(
+                        kind="officer_scope_changed",
+                        body={
+                            "account_id": account.id,
+                            "agencies": agencies,
+                            "broker_officer": claim_scope.broker_officer,
+                            "via": "oidc_claim",
+                        },
+                    )
+                )
+                account.agencies = agencies
+                account.broker_officer = claim_scope.broker_officer
+        token = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(32)
+        expires = now + SESSION_LIFETIME
+        await self._commit_login(
+            account,
+            token=token,
+            csrf=csrf,
+            now=now,
+            expires=expires,
+            values=values,
+            request_id=request_id,
+            where={"id": account.id},
+            method=method,
+            extra=records,
+        )
+        log.info("review.login", account_id=account.id, method=method)
         return SignedIn(_officer(account), self._sign(token), csrf, expires)
 
     async def _commit_login(
@@ -463,10 +697,14 @@ class AccountService:
         expires: datetime,
         values: dict[str, Any],
         request_id: str | None,
+        where: dict[str, Any],
+        method: str,
+        extra: Sequence[AuditRecord] = (),
     ) -> None:
         """The success entry, the session row and the account's update: one commit."""
         await self._audit.append(
             [
+                *extra,
                 AuditRecord(
                     kind="officer_login",
                     body={
@@ -475,8 +713,9 @@ class AccountService:
                         "result": "success",
                         "reason": None,
                         "locked": False,
+                        "method": method,
                     },
-                )
+                ),
             ],
             rows=[
                 (
@@ -491,13 +730,7 @@ class AccountService:
                     },
                 )
             ],
-            updates=[
-                RowUpdate(
-                    _ACCOUNTS,
-                    where={"id": account.id, "last_totp_step": account.last_totp_step},
-                    values=values,
-                )
-            ],
+            updates=[RowUpdate(_ACCOUNTS, where=where, values=values)],
         )
 
     # ------------------------------------------------------------ sessions

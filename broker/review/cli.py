@@ -1,4 +1,4 @@
-"""``broker officer add|list|disable|reset-totp``: privacy-officer accounts of the
+"""``broker officer add|add-oidc|list|disable|reset-totp``: privacy-officer accounts of the
 review web page (``/review``). The TOTP secret is printed once, when an account
 is made or its second factor reset; it is not shown again."""
 
@@ -25,6 +25,7 @@ async def _accounts() -> AsyncIterator[AccountService]:
     from broker.db.session import Database
     from broker.logging import configure_logging
     from broker.review.accounts import AccountService, load_or_create_session_key
+    from broker.review.sealing import SecretBox, load_kek
     from broker.settings import Settings
 
     try:
@@ -37,7 +38,10 @@ async def _accounts() -> AsyncIterator[AccountService]:
     try:
         await audit.start()
         yield AccountService(
-            db=db, audit=audit, session_key=load_or_create_session_key(settings.keys_dir)
+            db=db,
+            audit=audit,
+            session_key=load_or_create_session_key(settings.keys_dir),
+            box=SecretBox(db, load_kek(settings)),
         )
     finally:
         await audit.stop()
@@ -93,6 +97,45 @@ def officer_add(
     _print_secret(new)
 
 
+@officer_group.command("add-oidc")
+@click.option(
+    "--username", required=True, help="Name shown on the page: a-z first, then a-z 0-9 . _ -"
+)
+@click.option("--subject", required=True, help="The officer's subject (sub) at the provider")
+@click.option(
+    "--issuer",
+    default=None,
+    help="The provider's issuer (default: BROKER_REVIEW_OIDC_ISSUER)",
+)
+@click.option(
+    "--agency", "agencies", multiple=True, help="OIN of an agency the officer reviews (repeat)"
+)
+@click.option("--broker-officer", is_flag=True, help="The broker's own officer: sees every agency")
+def officer_add_oidc(
+    username: str,
+    subject: str,
+    issuer: str | None,
+    agencies: tuple[str, ...],
+    broker_officer: bool,
+) -> None:
+    """Allow an OpenID Connect identity in (no password, no TOTP: the provider signs in)."""
+    from broker.settings import Settings
+
+    issuer = issuer or Settings().review_oidc_issuer
+    if not issuer:
+        raise click.ClickException("give --issuer or set BROKER_REVIEW_OIDC_ISSUER")
+    account = _run(
+        lambda accounts: accounts.add_oidc(
+            username=username,
+            issuer=issuer,
+            subject=subject,
+            agencies=list(agencies),
+            broker_officer=broker_officer,
+        )
+    )
+    click.echo(f"account {account.id} ({account.username}) signs in through {issuer}")
+
+
 @officer_group.command("list")
 def officer_list() -> None:
     """Every account: id, username, scope, state, last sign-in."""
@@ -103,7 +146,8 @@ def officer_list() -> None:
         if a.locked_until is not None:
             state += f", locked until {a.locked_until.isoformat(timespec='minutes')}"
         last = a.last_login_at.isoformat(timespec="minutes") if a.last_login_at else "never"
-        click.echo(f"{a.id:<4} {a.username:<24} {state:<10} last sign-in {last}  {scope}")
+        via = f"  oidc {a.oidc_issuer}" if a.oidc_issuer else ""
+        click.echo(f"{a.id:<4} {a.username:<24} {state:<10} last sign-in {last}  {scope}{via}")
 
 
 @officer_group.command("disable")

@@ -12,14 +12,12 @@ officer's account id (and, for a subject search, the pseudonym).
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVarTuple, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVarTuple, cast
 
 import orjson
 import structlog
@@ -29,7 +27,14 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from audit.log import AuditRecord, AuditWriter
 from audit.models import AuditEntry
-from audit.search import DecisionFilter, decision_entry, decision_select, hex_id, safe_cell
+from audit.search import (
+    DecisionEntry,
+    DecisionFilter,
+    ExportFormat,
+    decision_entry,
+    decision_select,
+    export_lines,
+)
 from audit.tree import tree_head
 from audit.verify import verify_chain, verify_tree
 from broker.agencies.models import Agency
@@ -42,10 +47,16 @@ from broker.core.types import ReasonCode
 from broker.crypto.keys import BrokerKeyring, Pseudonymizer
 from broker.db.session import Database
 from broker.exchange.models import Exchange
+from broker.retention.vault import load_or_create_kek
 from broker.review.accounts import AccountService, Officer, load_or_create_session_key
 from broker.review.models import VerificationRun
+from broker.review.oidc import OidcRelyingParty, oidc_config
+from broker.review.sealing import SecretBox, load_kek
 from broker.transparency.checkpoint import CheckpointSigner
 from broker.transparency.witnesses import witness_rows
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 log = structlog.get_logger("review")
 
@@ -85,29 +96,9 @@ class TrailFilter:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class TrailEntry:
-    seq: int
-    time: datetime
-    exchange_id: str | None
-    request_id: str | None
-    subject: str | None
-    element: str | None
-    outcome: str | None
-    reason: str | None
-    legal_basis: list[str]
-    requester: str
-    provider: str | None
-    purpose: str
-    agreement: str
-    agreement_version: str | None
-    consent_id: str | None
-    acute_declaration_id: str | None
-
-    def as_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["time"] = self.time.astimezone(UTC).isoformat()
-        return out
+# The trail shows, and the exports write, the decision entries exactly as
+# ``broker audit search`` / ``broker audit export`` do (one shape).
+TrailEntry = DecisionEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +184,8 @@ class ReviewService:
         self._checkpoints = checkpoints
         self._reasons = list(reasons)
         self._clock = clock
+        self.oidc: OidcRelyingParty | None = None  # OpenID Connect sign-in, when configured
+        self.local_accounts = True  # the password + TOTP sign-in is offered
 
     def now(self) -> datetime:
         return self._clock().astimezone(UTC)
@@ -291,25 +284,7 @@ class ReviewService:
 
     @staticmethod
     def _trail(row: Any) -> TrailEntry:
-        e = decision_entry(row)
-        return TrailEntry(
-            seq=e.seq,
-            time=e.time,
-            exchange_id=e.exchange_id,
-            request_id=e.request_id,
-            subject=e.subject,
-            element=e.element,
-            outcome=e.outcome,
-            reason=e.reason,
-            legal_basis=e.legal_basis,
-            requester=e.requester or "",
-            provider=e.provider,
-            purpose=e.purpose or "",
-            agreement=e.agreement or "",
-            agreement_version=e.agreement_version,
-            consent_id=e.consent_id,
-            acute_declaration_id=e.acute_declaration_id,
-        )
+        return decision_entry(row)
 
     async def search(
         self, officer: Officer, flt: TrailFilter, *, page: int = 1, request_id: str | None = None
@@ -556,38 +531,15 @@ class ReviewService:
 
 
 # ------------------------------------------------------------ export formats
-CSV_COLUMNS = [
-    "seq",
-    "time",
-    "exchange_id",
-    "request_id",
-    "subject",
-    "element",
-    "outcome",
-    "reason",
-    "legal_basis",
-    "requester",
-    "provider",
-    "purpose",
-    "agreement",
-    "agreement_version",
-    "consent_id",
-    "acute_declaration_id",
-]
-
-
-def to_csv(entries: list[TrailEntry]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for e in entries:
-        row = e.as_json()
-        row["legal_basis"] = " ".join(e.legal_basis)
-        writer.writerow(["" if row[c] is None else safe_cell(str(row[c])) for c in CSV_COLUMNS])
-    return out.getvalue()
+def export_text(entries: list[TrailEntry], fmt: ExportFormat, *, log_origin: str) -> str:
+    """CSV (with its header), JSON lines or LDV JSON lines: the bytes ``broker
+    audit export --format csv|jsonl|ldv`` writes for the same entries."""
+    return "".join(export_lines(entries, fmt, log_origin=log_origin))
 
 
 def to_json(entries: list[TrailEntry], flt: TrailFilter, generated_at: datetime) -> bytes:
+    """One JSON document: the filter, the count and the entries (each as a line
+    of ``broker audit export --format jsonl`` holds it)."""
     return orjson.dumps(
         {
             "generated_at": generated_at.astimezone(UTC).isoformat(),
@@ -597,52 +549,6 @@ def to_json(entries: list[TrailEntry], flt: TrailFilter, generated_at: datetime)
             "entries": [e.as_json() for e in entries],
         }
     )
-
-
-def to_ldv(entries: list[TrailEntry], *, log_origin: str) -> bytes:
-    """Records shaped as the Logboek Dataverwerkingen interface: ``trace_id`` (16
-    bytes) per exchange, ``operation_id`` (8 bytes) per decision, the processing
-    activity (agreement and purpose), the data subject's pseudonym, and the
-    requesting agency's operation (its request id) as ``foreign_operation``."""
-    records = []
-    for e in entries:
-        ms = int(e.time.timestamp() * 1000)
-        exchange = e.exchange_id or str(e.seq)
-        records.append(
-            {
-                "trace_id": exchange.replace("-", "")
-                if len(exchange.replace("-", "")) == 32
-                else hex_id(exchange, 16),
-                "operation_id": hex_id(f"{log_origin}/{e.seq}", 8),
-                "status_code": "STATUS_CODE_OK",
-                "name": f"decide {e.element}",
-                "start_time": ms,
-                "end_time": ms,
-                "foreign_operation": {
-                    "trace_id": hex_id(f"request:{e.request_id}", 16),
-                    "operation_id": hex_id(f"request:{e.request_id}", 8),
-                    "entity": f"urn:oin:{e.requester}",
-                }
-                if e.request_id
-                else None,
-                "resource": {
-                    "attributes": {"service.name": "chain-broker", "log.origin": log_origin}
-                },
-                "attributes": {
-                    "dpl.core.processing_activity_id": (
-                        f"urn:broker:agreement:{e.agreement}:purpose:{e.purpose}"
-                    ),
-                    "dpl.core.data_subject_id": e.subject,
-                    "dpl.core.data_subject_id_type": "pseudonym",
-                    "dpl.broker.audit_seq": e.seq,
-                    "dpl.broker.outcome": e.outcome,
-                    "dpl.broker.reason": e.reason,
-                    "dpl.broker.provider": f"urn:oin:{e.provider}" if e.provider else None,
-                    "dpl.broker.legal_basis": e.legal_basis,
-                },
-            }
-        )
-    return orjson.dumps({"records": records})
 
 
 def build_review(
@@ -655,12 +561,18 @@ def build_review(
     log_origin: str,
     keys_dir: Path,
     clock: Clock = system_clock,
+    settings: Settings | None = None,
 ) -> ReviewService:
-    """The review web page's services, with the embedded sign-in (accounts + TOTP)."""
+    """The review web page's services: local accounts (password + TOTP, the TOTP
+    secrets sealed under the broker's KEK) and, when ``settings`` name an
+    issuer, the OpenID Connect relying party."""
+    kek = load_kek(settings) if settings is not None else load_or_create_kek(keys_dir)
+    session_key = load_or_create_session_key(keys_dir)
     accounts = AccountService(
-        db=db, audit=audit, session_key=load_or_create_session_key(keys_dir), clock=clock
+        db=db, audit=audit, session_key=session_key, box=SecretBox(db, kek), clock=clock
     )
-    return ReviewService(
+    config = oidc_config(settings) if settings is not None else None
+    review = ReviewService(
         db=db,
         audit=audit,
         pseudonymizer=pseudonymizer,
@@ -670,3 +582,7 @@ def build_review(
         reasons=[code.value for code in ReasonCode],
         clock=clock,
     )
+    if config is not None:
+        review.oidc = OidcRelyingParty(config, accounts, session_key=session_key, clock=clock)
+    review.local_accounts = settings.review_local_accounts if settings is not None else True
+    return review

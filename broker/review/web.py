@@ -1,6 +1,7 @@
 """The review web page (``/review``): server-rendered HTML for privacy officers.
 
-Sign-in with username, password and TOTP code; a server-side session in a
+Sign-in with username, password and TOTP code, or through an OpenID Connect
+provider (``broker.review.oidc``); a server-side session in a
 signed, HttpOnly, SameSite=Strict cookie (Secure over https) limited to
 ``/review``; a CSRF token on every form that changes something (the session's
 token, or a signed double-submit cookie on the sign-in form), and a foreign
@@ -38,7 +39,8 @@ from broker.core.errors import (
 from broker.deps import ServicesDep
 from broker.review import charts
 from broker.review.accounts import SessionView
-from broker.review.service import ReviewService, TrailFilter, to_csv, to_json, to_ldv
+from broker.review.oidc import FLOW_COOKIE, FLOW_LIFETIME, ProviderUnavailable
+from broker.review.service import ReviewService, TrailFilter, export_text, to_json
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "broker_review_session"
@@ -139,7 +141,15 @@ def _login_page(
     request: Request, services: ServicesDep, *, status: int = 200, error: str | None = None
 ) -> HTMLResponse:
     token, cookie = services.review.accounts.login_csrf()
-    response = _page("login.html", status, csrf=token, error=error)
+    oidc = services.review.oidc
+    response = _page(
+        "login.html",
+        status,
+        csrf=token,
+        error=error,
+        oidc_name=oidc.display_name if oidc is not None else None,
+        local=services.review.local_accounts,
+    )
     response.set_cookie(
         LOGIN_COOKIE,
         cookie,
@@ -170,6 +180,8 @@ async def login(
     csrf: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     accounts = services.review.accounts
+    if not services.review.local_accounts:
+        raise NotFound("Local sign-in is switched off: sign in through OpenID Connect")
     if not _same_origin(request) or not accounts.check_login_csrf(
         request.cookies.get(LOGIN_COOKIE), csrf
     ):
@@ -194,15 +206,83 @@ async def login(
             request, services, status=401, error="Sign-in failed: username, password or code."
         )
     response = _see_other("/review/trail")
+    _set_session(request, services, response, signed.cookie)
+    response.delete_cookie(LOGIN_COOKIE, path="/review/login")
+    return response
+
+
+def _set_session(request: Request, services: ServicesDep, response: Response, cookie: str) -> None:
     response.set_cookie(
         SESSION_COOKIE,
-        signed.cookie,  # a browser-session cookie; the server ends the session
+        cookie,  # a browser-session cookie; the server ends the session
         path="/review",
         httponly=True,
         samesite="strict",
         secure=_secure(request, services),
     )
-    response.delete_cookie(LOGIN_COOKIE, path="/review/login")
+
+
+# ------------------------------------------------------------ OpenID Connect
+OIDC_FAILED = "Sign-in through your organisation failed. Try again, or ask your administrator."
+OIDC_UNAVAILABLE = (
+    "The identity provider cannot be reached, so you are not signed in. Try again later."
+)
+
+
+@router.get("/oidc/start")
+async def oidc_start(request: Request, services: ServicesDep) -> Response:
+    """To the provider's authorization endpoint, with a fresh state, nonce and PKCE."""
+    oidc = services.review.oidc
+    if oidc is None:
+        raise NotFound("OpenID Connect sign-in is not configured")
+    try:
+        url, flow = await oidc.start()
+    except ProviderUnavailable:
+        return _login_page(request, services, status=503, error=OIDC_UNAVAILABLE)
+    response = RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+    response.set_cookie(
+        FLOW_COOKIE,
+        flow,
+        max_age=FLOW_LIFETIME,
+        path="/review/oidc",
+        httponly=True,
+        samesite="lax",  # the provider's redirect back is a cross-site top-level GET
+        secure=_secure(request, services),
+    )
+    return response
+
+
+@router.get("/oidc/callback")
+async def oidc_callback(request: Request, services: ServicesDep) -> Response:
+    oidc = services.review.oidc
+    if oidc is None:
+        raise NotFound("OpenID Connect sign-in is not configured")
+    params = {
+        k: v[:2048]
+        for k, v in request.query_params.items()
+        if k in ("code", "state", "error", "error_description")
+    }
+    try:
+        signed = await oidc.finish(
+            flow_cookie=request.cookies.get(FLOW_COOKIE),
+            params=params,
+            address=request.client.host if request.client else "unknown",
+            request_id=_request_id(request),
+        )
+    except ProviderUnavailable:
+        response: Response = _login_page(request, services, status=503, error=OIDC_UNAVAILABLE)
+    except TooManyAttempts:
+        response = _login_page(
+            request, services, status=429, error="Too many failed attempts. Try again later."
+        )
+    except AuthenticationFailed:
+        response = _login_page(request, services, status=401, error=OIDC_FAILED)
+    else:
+        # A page, not a redirect: the session cookie is SameSite=Strict, and a browser
+        # does not send it on a redirect chain that a cross-site provider started.
+        response = _page("signed_in.html", who=signed.officer.username)
+        _set_session(request, services, response, signed.cookie)
+    response.delete_cookie(FLOW_COOKIE, path="/review/oidc")
     return response
 
 
@@ -394,9 +474,14 @@ async def _export(
     now = review.now()
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    origin = services.settings.log_origin
     if output == "csv":
         headers["Content-Disposition"] = f'attachment; filename="audit-trail-{stamp}.csv"'
-        return Response(to_csv(rows), media_type="text/csv; charset=utf-8", headers=headers)
+        return Response(
+            export_text(rows, "csv", log_origin=origin),
+            media_type="text/csv; charset=utf-8",
+            headers=headers,
+        )
     if output == "json":
         headers["Content-Disposition"] = f'attachment; filename="audit-trail-{stamp}.json"'
         return Response(
@@ -404,10 +489,11 @@ async def _export(
             media_type="application/json",
             headers=headers,
         )
-    headers["Content-Disposition"] = f'attachment; filename="ldv-{stamp}.json"'
+    # LDV records, one JSON object per line, as `broker audit export --format ldv`.
+    headers["Content-Disposition"] = f'attachment; filename="ldv-{stamp}.jsonl"'
     return Response(
-        to_ldv(rows, log_origin=services.settings.log_origin),
-        media_type="application/json",
+        export_text(rows, "ldv", log_origin=origin),
+        media_type="application/x-ndjson",
         headers=headers,
     )
 
@@ -422,7 +508,7 @@ async def export_json(request: Request, services: ServicesDep, q: FilterDep) -> 
     return await _export(request, services, q, "json")
 
 
-@router.get("/export-ldv.json")
+@router.get("/export-ldv.jsonl")
 async def export_ldv(request: Request, services: ServicesDep, q: FilterDep) -> Response:
     return await _export(request, services, q, "ldv")
 
@@ -490,6 +576,29 @@ async def breakglass_review(
 
 
 # ------------------------------------------------------------ trends and integrity
+# ------------------------------------------------------------ information duties (AVG art. 14)
+@router.get("/information-duties")
+async def information_duties(
+    request: Request,
+    services: ServicesDep,
+    status: Annotated[
+        Literal["overdue", "open", "embargoed", "fulfilled", "all"], Query()
+    ] = "overdue",
+) -> Response:
+    """Duties held by the officer's agencies; overdue ones first of all."""
+    view = await _session(request, services)
+    if view is None:
+        return _see_other("/review/login")
+    rows = await services.information_duties.list_for(status=status, scope=view.officer.agencies)
+    names = await services.review.agency_names()
+    return _page(
+        "information_duties.html",
+        **_context(view, names, "information_duties"),
+        rows=rows,
+        shown=status,
+    )
+
+
 @router.get("/trends")
 async def trends(request: Request, services: ServicesDep) -> Response:
     view = await _session(request, services)

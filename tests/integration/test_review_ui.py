@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from audit.models import AuditEntry
+from audit.search import DecisionFilter, csv_header, export_lines, iter_decisions
 from broker.core.clock import DUTCH
 from broker.review import totp
 from broker.review.accounts import NewSecret
@@ -362,17 +363,30 @@ async def test_scope_filters_and_exports(review: Review) -> None:
         jsonschema.validate(document, JSON_EXPORT_SCHEMA)
         assert document["count"] == 7 and len(document["entries"]) == 7
 
-        ldv = (await vt_http.get("/review/export-ldv.json?purpose=kindcheck_bekendheid")).json()
-        assert len(ldv["records"]) == 4
-        record = ldv["records"][0]
-        assert re.fullmatch(r"[0-9a-f]{32}", record["trace_id"])
+        # The exports write the entries exactly as `broker audit export` does.
+        assert exported.text.splitlines()[0] == csv_header().strip()
+        ldv_response = await vt_http.get("/review/export-ldv.jsonl?purpose=kindcheck_bekendheid")
+        assert ldv_response.headers["content-type"].startswith("application/x-ndjson")
+        ldv = [json.loads(line) for line in ldv_response.text.splitlines()]
+        assert len(ldv) == 4
+        record = ldv[0]
+        assert record["trace_id"] is None or re.fullmatch(r"[0-9a-f]{32}", record["trace_id"])
         assert re.fullmatch(r"[0-9a-f]{16}", record["operation_id"])
-        attributes = record["attributes"]
-        assert attributes["dpl.core.processing_activity_id"] == (
-            "urn:broker:agreement:agr-ggz-vt-kindcheck:purpose:kindcheck_bekendheid"
+        assert record["processing_activity_id"].startswith(
+            "urn:broker:agreement:agr-ggz-vt-kindcheck:"
         )
-        assert attributes["dpl.core.data_subject_id"].startswith(("psn:", "hh:"))
+        assert record["processing_activity_id"].endswith(":purpose:kindcheck_bekendheid")
+        assert record["data_subject_id"].startswith(("psn:", "hh:"))
         assert record["foreign_operation"]["entity"] == f"urn:oin:{AGENCIES['ggz']}"
+        entries = [
+            e
+            async for e in iter_decisions(
+                review.timed.harness.broker.services.db,
+                DecisionFilter(purpose="kindcheck_bekendheid"),
+            )
+        ]
+        origin = review.timed.harness.broker.settings.log_origin
+        assert ldv_response.text == "".join(export_lines(entries, "ldv", log_origin=origin))
 
         assert (await ggz_http.get("/review/export.json?purpose=agr")).json()["count"] == 0
 
