@@ -431,11 +431,22 @@ def _consent_status(case: _Case, record: ConsentFact | None) -> str:
             "applies and consent can never be complete (fails closed)."
         )
     band = age_band(facts.age)
+    represented = record is not None and record.wilsonbekwaam and facts.age < 18
+    if represented:
+        # consent_rules.md section 2 rule 5: represented as a child under 12.
+        band = "age_0_11"
     kinds = rule.get(band, [])
     text = (
         f"On the request date ({day}) the subject is {facts.age} years old (age band "
         f"{AGE_BANDS[band]}); {source} requires consent from {givers_text(kinds)}"
     )
+    if represented:
+        text = (
+            f"On the request date ({day}) the subject is {facts.age} years old and the "
+            "record states that the subject is wilsonbekwaam, so the holders of authority "
+            f"represent the subject as in age band {AGE_BANDS[band]}; {source} requires "
+            f"consent from {givers_text(kinds)}"
+        )
     holders = facts.authority_holders
     if any(k in ("all_authority_holders", "any_authority_holder") for k in kinds):
         text += f" ({_holders(len(holders))} on the request date)"

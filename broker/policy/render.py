@@ -411,6 +411,29 @@ class _Builder:
             )
             self.add(Table(("", ""), rows))
 
+    def signals(self) -> None:
+        """Signal and match: who may register involvement and be told of each other."""
+        section = self.a.signals
+        if section is None:
+            return
+        self.add(Heading(2, "Signal and match (who else is involved)"))
+        self.add(
+            Para(
+                "An agency of these parties registers that it is involved with a child (no "
+                "content); when two are involved with the same child (or household), each is "
+                "told the other agency and its contact route, nothing else."
+            )
+        )
+        if section.get("description"):
+            self.add(Para(_text(section["description"])))
+        rows = (
+            ("Parties", self.parties(_strs(section.get("parties")))),
+            ("Matched on", ", ".join(_strs(section.get("subject_kinds")))),
+            ("Legal bases", ", ".join(_strs(section.get("legal_basis_ids")))),
+            ("Longest life of a signal", _text(section.get("max_duration") or "P2Y")),
+        )
+        self.add(Table(("", ""), rows))
+
     def signatories(self) -> None:
         self.add(Heading(2, "Signatories"))
         rows = tuple(
@@ -440,6 +463,7 @@ class _Builder:
         for pid, p in self.a.purposes.items():
             self.purpose_section(pid, p)
         self.subscriptions()
+        self.signals()
         self.legal_appendix()
         self.signatories()
         return self.blocks

@@ -27,6 +27,7 @@ from broker.core.types import (
     AcuteDeclarationFact,
     ConsentFact,
     PolicyInput,
+    PriorAnswerFact,
     RequestedItem,
     SubjectFacts,
     SubjectKind,
@@ -117,6 +118,9 @@ class ScenarioRequest:
     raw: dict[str, Any]
     consents: tuple[dict[str, Any], ...]
     declarations: dict[str, dict[str, Any]]
+    # The scenario's requests before this one: the answers the broker gave them
+    # are its own records of boolean-only answers (input.prior_answers).
+    earlier: tuple[dict[str, Any], ...] = ()
 
     @property
     def id(self) -> str:
@@ -168,7 +172,33 @@ class ScenarioRequest:
             items=items,
             consents=tuple(consent_fact(c) for c in self.consents),
             acute_declaration=declaration,
+            prior_answers=self.prior_answers(),
         )
+
+    def prior_answers(self) -> tuple[PriorAnswerFact, ...]:
+        """The latest answer per (subject, agreement, purpose, element) that earlier
+        requests of the scenario got to the same recipient: items allowed with a
+        ``response``, as the broker would have recorded them."""
+        latest: dict[tuple[str, str, str, str], PriorAnswerFact] = {}
+        for raw in self.earlier:
+            if raw.get("recipient") != self.raw.get("recipient"):
+                continue
+            for entry in raw["items"]:
+                response = entry.get("response")
+                if not isinstance(response, bool) or not str(entry["expect"]).startswith("allow"):
+                    continue
+                for subject in entry["subjects"]:
+                    fact = PriorAnswerFact(
+                        subject=str(subject),
+                        agreement=str(raw["agreement"]),
+                        purpose=str(raw["purpose"]),
+                        element=str(entry["element"]),
+                        answer=response,
+                        answered_at_ns=to_ns(raw["at"]),
+                        exchange_id=str(raw["id"]),
+                    )
+                    latest[(fact.subject, fact.agreement, fact.purpose, fact.element)] = fact
+        return tuple(latest.values())
 
 
 def consent_fact(raw: dict[str, Any]) -> ConsentFact:
@@ -231,13 +261,15 @@ def load_scenarios(path: Path) -> ScenarioSet:
             continue
         consents = tuple(block.get("consents") or ())
         declarations = {str(d["id"]): d for d in block.get("acute_declarations") or ()}
+        raws = list(block["requests"])
         requests.extend(
             ScenarioRequest(
                 scenario_id=str(block["id"]),
                 raw=raw,
                 consents=consents,
                 declarations=declarations,
+                earlier=tuple(raws[:n]),
             )
-            for raw in block["requests"]
+            for n, raw in enumerate(raws)
         )
     return ScenarioSet(registry=registry, requests=tuple(requests))

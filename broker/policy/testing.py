@@ -96,7 +96,7 @@ import regorus
 from broker.core.errors import BrokerError, PolicyInvalid, PolicyUnavailable
 from broker.core.types import Decision, ReasonCode, ResponseForm
 from broker.policy.decisions import parse_decision
-from broker.policy.loader import PolicySet, load_policy_set
+from broker.policy.loader import DISPATCH_MODULE, PolicySet, load_policy_set
 from broker.policy.scenarios import SCENARIOS_FILE, ScenarioItem, ScenarioRequest, load_scenarios
 from broker.settings import Settings
 
@@ -810,7 +810,7 @@ def run_policy_tests(
         cases.extend(_run_scenarios(engine, policy_set, agreement, collector))
 
     if agreement is None:
-        scope_paths = list(modules)
+        scope_paths = [p for p in modules if p != DISPATCH_MODULE]  # generated index
         scope = list(policy_set.agreements)
     else:
         scope_paths = [p for p, a in version_paths.items() if a.id == agreement]

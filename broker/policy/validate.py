@@ -27,8 +27,10 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from broker.core.errors import BrokerError, PolicyInvalid
+from broker.information_duties import rules as duty_rules
 from broker.policy.loader import (
     DECISION_QUERY,
+    add_calendar_duration,
     agreement_package,
     duration_seconds,
     load_policy_set,
@@ -61,6 +63,10 @@ REQUIRED_PURPOSE_FIELDS = (
 )
 REQUIRED_ACUTE_FIELDS = ("declarable_by", "allowed_elements", "max_duration")
 REQUIRED_SUBSCRIPTION_FIELDS = ("event_type", "purpose", "publishers", "recipients", "elements")
+REQUIRED_SIGNAL_FIELDS = ("parties", "subject_kinds", "legal_basis_ids")
+SIGNAL_FIELDS = (*REQUIRED_SIGNAL_FIELDS, "description", "max_duration")
+SIGNAL_SUBJECT_KINDS = ("child", "household")
+SIGNAL_MAX_DURATION = "P2Y"  # the longest a signal may live (and the default)
 _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 STATUSES = ("draft", "active", "suspended", "expired", "superseded")
 CONSENT_MODES = ("required", "not_required_with_basis", "required_unless_acute_danger")
@@ -427,6 +433,8 @@ class _AgreementChecker:
             self._signatories(fields["signatories"][1])
         if "subscriptions" in fields:
             self._subscriptions(fields["subscriptions"][1])
+        if "signals" in fields:
+            self._signals(fields["signals"][1])
         return True
 
     def _header(self, fields: dict[str, tuple[Node, Node]]) -> None:
@@ -543,6 +551,92 @@ class _AgreementChecker:
                 party = doc.text(value_node, f"{label}.party")
                 if party is not None:
                     self._known(value_node, f"{label}.party", party, self.ref.parties, "party")
+
+    # ------------------------------------------------------------ signals
+    def _signals(self, node: Node) -> None:
+        """signals: {parties, subject_kinds, legal_basis_ids, max_duration?, description?}:
+        which parties may register involvement and be matched (never informants-only
+        parties: a match is something they would receive), on the child alone or also
+        on the household, and how long a signal may live (at most P2Y)."""
+        doc = self.doc
+        fields = doc.mapping(node, "signals")
+        if fields is None:
+            return
+        doc.require(fields, node, "signals", REQUIRED_SIGNAL_FIELDS)
+        for name, (key_node, _) in fields.items():
+            if name not in SIGNAL_FIELDS:
+                doc.add(
+                    key_node,
+                    f"signals: unknown field '{name}' (expected {_listing(SIGNAL_FIELDS)})",
+                )
+        if "parties" in fields:
+            self._signal_parties(fields["parties"][1])
+        if "subject_kinds" in fields:
+            at = "signals.subject_kinds"
+            for kind, item in doc.ids(fields["subject_kinds"][1], at, "subject kinds"):
+                if kind not in SIGNAL_SUBJECT_KINDS:
+                    doc.add(
+                        item,
+                        f"{at}: unknown subject kind '{kind}' "
+                        f"(expected {_listing(SIGNAL_SUBJECT_KINDS)})",
+                    )
+        if "legal_basis_ids" in fields:
+            at = "signals.legal_basis_ids"
+            for basis, item in doc.ids(fields["legal_basis_ids"][1], at, "legal basis ids"):
+                self._known(item, at, basis, self.ref.legal_bases, "legal basis")
+        if "max_duration" in fields:
+            self._signal_duration(fields["max_duration"][1])
+        if "description" in fields:
+            doc.text(fields["description"][1], "signals.description")
+
+    def _signal_parties(self, node: Node) -> None:
+        doc = self.doc
+        informants = self._informants_only()
+        for party, item in doc.ids(node, "signals.parties", "party ids"):
+            if not self._known(item, "signals.parties", party, self.ref.parties, "party"):
+                continue
+            if self.parties is not None and party not in self.parties:
+                doc.add(item, f"signals.parties: '{party}' is not a party of this agreement")
+            elif party in informants:
+                doc.add(
+                    item,
+                    f"signals.parties: '{party}' is informants-only in this agreement "
+                    "and never receives (a match is received)",
+                )
+
+    def _informants_only(self) -> set[str]:
+        roles = self.fields.get("roles", (None, None))[1]
+        if not isinstance(roles, MappingNode):
+            return set()
+        for key_node, value_node in roles.value:
+            if self.doc.value(key_node) == "informants_only" and isinstance(
+                value_node, SequenceNode
+            ):
+                return {
+                    v for v in (self.doc.value(i) for i in value_node.value) if isinstance(v, str)
+                }
+        return set()
+
+    def _signal_duration(self, node: Node) -> None:
+        text = self.doc.text(node, "signals.max_duration")
+        if text is None:
+            return
+        start = date(2000, 1, 1)
+        try:
+            end = add_calendar_duration(start, text)
+        except ValueError:
+            self.doc.add(
+                node,
+                f"signals.max_duration: '{text}' is not an ISO 8601 duration of years, "
+                "months and days (e.g. P2Y)",
+            )
+            return
+        if end <= start or end > add_calendar_duration(start, SIGNAL_MAX_DURATION):
+            self.doc.add(
+                node,
+                f"signals.max_duration: '{text}' must be longer than nothing and at most "
+                f"{SIGNAL_MAX_DURATION}",
+            )
 
     # ------------------------------------------------------------ subscriptions
     def _purpose_outline(self) -> dict[str, _Outline]:
@@ -706,6 +800,83 @@ class _AgreementChecker:
                     fields["response_form"][1],
                     f"{where}.response_form: '{form}' is not one of {_listing(RESPONSE_FORMS)}",
                 )
+        if "information_duty" in fields:
+            self._information_duty(fields["information_duty"][1], f"{where}.information_duty")
+
+    # ------------------------------------------------------------ AVG art. 14
+    def _information_duty(self, node: Node, where: str) -> None:
+        """``information_duty`` (see broker/information_duties/rules.py)."""
+        doc = self.doc
+        fields = doc.mapping(node, where)
+        if fields is None:
+            return
+        doc.require(fields, node, where, duty_rules.REQUIRED_FIELDS)
+        required = doc.value(fields["required"][1]) if "required" in fields else None
+        if "required" in fields and not isinstance(required, bool):
+            doc.wrong(fields["required"][1], f"{where}.required", "a boolean")
+            return
+        known = duty_rules.DUTY_FIELDS if required else duty_rules.EXEMPT_FIELDS
+        for key, (key_node, _) in fields.items():
+            if key not in known:
+                doc.add(key_node, f"{where}: unknown field '{key}' (expected {_listing(known)})")
+        if required is False:
+            doc.require(fields, node, where, ("exemption_ids",))
+            if "exemption_ids" in fields:
+                self._legal_bases(fields["exemption_ids"][1], f"{where}.exemption_ids")
+            return
+        if required is True:
+            doc.require(fields, node, where, duty_rules.REQUIRED_DUTY_FIELDS)
+            self._duty_terms(fields, where)
+
+    def _duty_terms(self, fields: dict[str, tuple[Node, Node]], where: str) -> None:
+        doc = self.doc
+        if "legal_basis_ids" in fields:
+            self._legal_bases(fields["legal_basis_ids"][1], f"{where}.legal_basis_ids")
+        if "informed_by" in fields:
+            value_node = fields["informed_by"][1]
+            by = doc.text(value_node, f"{where}.informed_by")
+            if by is not None and by not in duty_rules.INFORMED_BY:
+                doc.add(
+                    value_node,
+                    f"{where}.informed_by: '{by}' is not one of {_listing(duty_rules.INFORMED_BY)}",
+                )
+        if "within" in fields:
+            self._period(fields["within"][1], f"{where}.within")
+        if "outcomes" in fields:
+            for value, item in doc.ids(fields["outcomes"][1], f"{where}.outcomes", "outcomes"):
+                if value not in duty_rules.ALLOW_OUTCOMES:
+                    doc.add(
+                        item,
+                        f"{where}.outcomes: '{value}' is not one of "
+                        f"{_listing(duty_rules.ALLOW_OUTCOMES)}",
+                    )
+        if "embargo" in fields:
+            self._duty_embargo(fields["embargo"][1], f"{where}.embargo")
+
+    def _duty_embargo(self, node: Node, where: str) -> None:
+        fields = self.doc.mapping(node, where)
+        if fields is None:
+            return
+        self.doc.require(fields, node, where, duty_rules.REQUIRED_EMBARGO_FIELDS)
+        if "legal_basis_ids" in fields:
+            self._legal_bases(fields["legal_basis_ids"][1], f"{where}.legal_basis_ids")
+        if "investigated_by" in fields:
+            self._party_ids(fields["investigated_by"][1], f"{where}.investigated_by", member=True)
+        if "lapses_after" in fields:
+            self._period(fields["lapses_after"][1], f"{where}.lapses_after")
+
+    def _period(self, node: Node, where: str) -> None:
+        text = self.doc.text(node, where)
+        if text is None:
+            return
+        try:
+            duty_rules.parse_period(text)
+        except ValueError:
+            self.doc.add(
+                node,
+                f"{where}: '{text}' is not an ISO 8601 period of years, months, weeks or days "
+                "(e.g. P1M)",
+            )
 
     def _legal_bases(self, node: Node, where: str) -> None:
         items = self.doc.items(node, where, "legal basis ids")

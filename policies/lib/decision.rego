@@ -64,9 +64,9 @@ pkg := agreement.rego_package
 
 pkg_version := agreement.rego_version
 
-satisfied_preconditions := data.agreements[pkg][pkg_version].precondition
+satisfied_preconditions := data.broker.agreement_rules.precondition
 
-evidence_present if data.agreements[pkg][pkg_version].acute_evidence
+evidence_present if data.broker.agreement_rules.acute_evidence
 
 in_force if {
 	agreement.status == "active"
@@ -217,8 +217,18 @@ else := default_consent_rule
 # band, so its consent is never complete (fails closed).
 consent_band(facts) := consent_rule[age_band(facts.age)] if is_number(facts.age)
 
+# A minor who cannot reasonably assess his interests (wilsonbekwaam, consent_rules.md
+# section 2 rule 5) is represented by the holders of authority: a record that states
+# so (an explicit flag, never a default) needs the givers of the under-12 band at any
+# age under 18. For an adult the flag changes nothing.
+record_band(c, facts) := consent_rule.age_0_11 if {
+	c.wilsonbekwaam == true
+	is_number(facts.age)
+	facts.age < 18
+} else := consent_band(facts)
+
 consent_complete(c, facts) if {
-	band := consent_band(facts)
+	band := record_band(c, facts)
 	count(band) > 0
 	given := {g | some g in c.given_by}
 	every kind in band {
@@ -243,18 +253,31 @@ giver_satisfied("any_authority_holder", facts, given) if {
 	h in given
 }
 
-consent_outcome(item) := consent_verdict(item, candidates(item))
+consent_outcome(item) := consent_verdict(item.subject, candidates(item))
 
-consent_verdict(item, cs) := ["deny_consent_missing", null] if {
+consent_verdict(key, cs) := ["deny_consent_missing", null] if {
 	count(cs) == 0
 } else := ["deny_consent_withdrawn", c.id] if {
 	c := considered(cs)
 	withdrawn(c)
 } else := ["allow_consent", c.id] if {
 	c := considered(cs)
-	consent_complete(c, facts_by_key[item.subject])
+	consent_complete(c, facts_by_key[key])
 } else := ["deny_consent_incomplete", c.id] if {
 	c := considered(cs)
+}
+
+# A subject none of whose records narrows by element has one consent verdict
+# for every element: decided once per subject instead of once per item.
+element_narrowed(cs) if {
+	some c in cs
+	c.elements
+}
+
+subject_consent[key] := consent_verdict(key, cs) if {
+	some key, all in consents_by_subject
+	not element_narrowed(all)
+	cs := [c | some c in all; narrowed_ok(c, "recipients", input.recipient)]
 }
 
 break_glass_applies(item) if {
@@ -285,14 +308,42 @@ request_reason := "deny_agreement_not_in_force" if {
 
 statutory if purpose.consent == "not_required_with_basis"
 
+# The reason for an element the whitelist allows (steps 5 and 6), per subject
+# where it does not depend on the element; undefined where it does.
+subject_reason[key] := r if {
+	some key in item_subjects
+	r := subject_step(key)
+}
+
+item_subjects := {item.subject | some item in input.items}
+
+subject_step(key) := ["deny_precondition_failed", null, null] if {
+	not preconditions_hold
+} else := ["allow_statutory_basis", null, null] if {
+	statutory
+} else := [r[0], r[1], null] if {
+	purpose.consent == "required"
+	r := subject_consent[key]
+} else := [r[0], r[1], null] if {
+	purpose.consent == "required_unless_acute_danger"
+	r := subject_consent[key]
+	not acute_possible(key, r)
+}
+
+# Break-glass can only change a consent denial for a subject the valid
+# declaration names; there the element decides.
+acute_possible(key, r) if {
+	r[0] != "allow_consent"
+	declaration_valid
+	key in declaration.subjects
+}
+
 step_reason(item) := [request_reason, null, null] if {
 	request_reason
 } else := ["deny_element_not_allowed", null, null] if {
 	not item.element in whitelist
-} else := ["deny_precondition_failed", null, null] if {
-	not preconditions_hold
-} else := ["allow_statutory_basis", null, null] if {
-	statutory
+} else := r if {
+	r := subject_reason[item.subject]
 } else := [r[0], r[1], null] if {
 	purpose.consent == "required"
 	r := consent_outcome(item)
@@ -308,21 +359,23 @@ bases_by_outcome := {"allow": purpose.legal_basis_ids, "deny": []} if purpose
 
 else := {"deny": []}
 
-decide(item) := {
+# The decided items, built in one comprehension (a function call per item
+# costs more in the engines than the comprehension's body).
+decided_items(items) := [{
 	"element": item.element,
 	"subject": item.subject,
 	"outcome": outcome,
 	"reason": r[0],
 	"consent_id": r[1],
 	"acute_declaration_id": r[2],
-	"legal_basis_ids": bases,
+	"legal_basis_ids": bases_by_outcome[outcome],
 	"failed_preconditions": failed,
-} if {
+} |
+	some item in items
 	r := step_reason(item)
 	outcome := object.get(reason_outcome, r[0], "deny")
-	bases := bases_by_outcome[outcome]
 	failed := [p | r[0] == "deny_precondition_failed"; some p in sorted_failed]
-}
+]
 
 sorted_failed := sort(failed_preconditions)
 
@@ -339,7 +392,7 @@ result := {
 	"agreement_hash": object.get(agreement_doc, "content_hash", null),
 	"acute_mode": acute_mode_flag,
 	"obligations": obligations,
-	"items": [decide(item) | some item in input.items],
+	"items": decided_items(input.items),
 }
 
 acute_mode_flag := true if acute_mode

@@ -167,3 +167,97 @@ test_a_version_not_in_force_is_named_but_denies if {
 test_no_version_covers_the_date if {
 	on("2025-12-31", "active") == ["0.2", "sha256:lib-test-0.2", "deny_agreement_not_in_force"]
 }
+
+# ---------------------------------------------------------------- wilsonbekwaam
+# A record flagged wilsonbekwaam (consent_rules.md section 2 rule 5): the holders of
+# authority represent the minor at any age, as under 12; an adult is not affected.
+flagged_reason(agreement, subject, given_by) := r if {
+	request := {
+		"agreement": "agr-lib-test",
+		"purpose": "met_toestemming",
+		"provider": "ggz",
+		"recipient": "veilig_thuis",
+		"request_time_ns": now_ns,
+		"request_date": "2026-06-10",
+		"context": {},
+		"subjects": [subject],
+		"items": [{"element": "health.ggz_treatment_involvement", "subject": subject.key}],
+		"consents": [{
+			"id": "CNS-W",
+			"subject": subject.key,
+			"given_by": given_by,
+			"agreement": "agr-lib-test",
+			"purpose": "met_toestemming",
+			"given_at_ns": now_ns - 1,
+			"withdrawn_at_ns": null,
+			"wilsonbekwaam": true,
+		}],
+		"acute_declaration": null,
+	}
+	d := data.broker.decision.result with input as request with data.broker.agreements as {"agr-lib-test": {"versions": {"0.1": agreement}}}
+	r := d.items[0].reason
+}
+
+test_wilsonbekwaam_12_to_15_represented_by_all_holders if {
+	child := person("C1", 13, ["M", "F"])
+	flagged_reason(synthetic, child, ["M", "F"]) == "allow_consent"
+	flagged_reason(synthetic, child, ["M"]) == "deny_consent_incomplete"
+	flagged_reason(synthetic, child, ["C1"]) == "deny_consent_incomplete"
+}
+
+test_wilsonbekwaam_16_and_17_represented_by_all_holders if {
+	child := person("C1", 16, ["M", "F"])
+	flagged_reason(synthetic, child, ["M", "F"]) == "allow_consent"
+	flagged_reason(synthetic, child, ["C1"]) == "deny_consent_incomplete"
+}
+
+test_wilsonbekwaam_follows_the_agreements_under_12_band if {
+	strict := with_rule({"age_0_11": ["any_authority_holder"], "age_12_15": ["child", "all_authority_holders"], "age_16_17": ["child"], "age_18_plus": ["subject"]})
+	flagged_reason(strict, person("C1", 14, ["M", "F"]), ["F"]) == "allow_consent"
+}
+
+test_wilsonbekwaam_does_not_change_an_adults_rule if {
+	adult := person("A1", 18, [])
+	flagged_reason(synthetic, adult, ["A1"]) == "allow_consent"
+	flagged_reason(synthetic, adult, ["M"]) == "deny_consent_incomplete"
+}
+
+test_wilsonbekwaam_without_known_holders_is_incomplete if {
+	flagged_reason(synthetic, person("C1", 13, []), ["C1"]) == "deny_consent_incomplete"
+}
+
+# A record narrowed to some elements decides per element; records that do not
+# narrow decide once per subject. Both paths give the same reasons.
+test_consent_narrowed_by_element_decides_per_element if {
+	two := object.union(purpose, {"allowed_elements": {"veilig_thuis": ["health.ggz_treatment_involvement", "health.gp_registration"]}})
+	agreement := object.union(synthetic, {"purposes": {"met_toestemming": two}})
+	child := person("C1", 16, ["M"])
+	request := {
+		"agreement": "agr-lib-test",
+		"purpose": "met_toestemming",
+		"provider": "ggz",
+		"recipient": "veilig_thuis",
+		"request_time_ns": now_ns,
+		"request_date": "2026-06-10",
+		"context": {},
+		"subjects": [child],
+		"items": [
+			{"element": "health.ggz_treatment_involvement", "subject": "C1"},
+			{"element": "health.gp_registration", "subject": "C1"},
+		],
+		"consents": [{
+			"id": "CNS-2",
+			"subject": "C1",
+			"given_by": ["C1"],
+			"agreement": "agr-lib-test",
+			"purpose": "met_toestemming",
+			"elements": ["health.gp_registration"],
+			"given_at_ns": now_ns - 1,
+			"withdrawn_at_ns": null,
+		}],
+		"acute_declaration": null,
+	}
+	d := data.broker.decision.result with input as request with data.broker.agreements as {"agr-lib-test": {"versions": {"0.1": agreement}}}
+	[i.reason | some i in d.items] == ["deny_consent_missing", "allow_consent"]
+	d.items[1].consent_id == "CNS-2"
+}

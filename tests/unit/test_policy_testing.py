@@ -68,7 +68,6 @@ def test_shipped_tests_pass(shipped: testing.PolicyTestReport) -> None:
     }
     assert len(rego) >= 100
     assert all(c.name.startswith("test_") for c in rego)
-    assert shipped.elapsed_s < 5
 
 
 def test_cli_reports_every_test_and_totals() -> None:
