@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,9 +12,14 @@ from datetime import timedelta
 import structlog
 from fastapi import FastAPI
 
+from adapters._http import client_tls_context, use_client_tls
 from adapters.brp.client import BrpRegister
 from adapters.healthcare.adapter import FhirAdapter
+from adapters.municipality import MunicipalityAdapter
 from adapters.partner_api.adapter import PartnerApiAdapter
+from adapters.police import PoliceAdapter
+from adapters.raad import RaadAdapter
+from adapters.veilig_thuis import VeiligThuisAdapter
 from audit.log import AuditWriter
 from broker.agencies.service import AgencyDirectory
 from broker.agreements.replication import UploadReplica
@@ -32,6 +38,7 @@ from broker.crypto.keys import (
 )
 from broker.db.session import Database
 from broker.exchange.service import ExchangeService
+from broker.information_duties.service import InformationDutyService
 from broker.logging import configure_logging
 from broker.middleware import BodyLimit, RequestContext
 from broker.policy.loader import PolicySet, load_policy_set
@@ -47,6 +54,7 @@ from broker.retention.vault import open_vault
 from broker.review.service import ReviewService, build_review
 from broker.security.tokens import TokenService
 from broker.settings import EngineKind, Settings
+from broker.signals.service import SignalService
 from broker.subject_access.service import SubjectAccessService
 from broker.transparency.checkpoint import CheckpointSigner
 from broker.transparency.receipts import ReceiptSigner
@@ -78,12 +86,16 @@ class Services:
     publications: PublicationService
     webhooks: WebhookWorker
     retention: RetentionService
+    signals: SignalService
+    information_duties: InformationDutyService
 
     def use_policy_set(self, policy_set: PolicySet) -> None:
         self.policy_set = policy_set
         self.exchanges.policy_set = policy_set
 
     async def aclose(self) -> None:
+        await self.information_duties.stop()
+        await self.signals.stop()
         await self.retention.stop()
         await self.webhooks.stop()
         await self.changes.stop()
@@ -108,6 +120,20 @@ def build_engine(
     return RegopyEngine(policy_set, threads=settings.policy_threads)
 
 
+def adapter_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The client TLS context of the adapter settings; ``None`` when none is configured
+    (Python's default verifying context applies)."""
+    if settings.adapter_tls_cert is None and settings.adapter_tls_ca is None:
+        return None
+    password = settings.adapter_tls_key_password
+    return client_tls_context(
+        cert=settings.adapter_tls_cert,
+        key=settings.adapter_tls_key,
+        ca=settings.adapter_tls_ca,
+        key_password=password.get_secret_value() if password is not None else None,
+    )
+
+
 async def build_services(settings: Settings, *, clock: Clock = system_clock) -> Services:
     db = Database(settings.async_database_url, pool_size=settings.database_pool_size)
     keyring = open_keyring(settings)  # file keys or a PKCS#11 token (BROKER_KEY_BACKEND)
@@ -128,6 +154,8 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
     policy_set = await agreements.enforce(loaded, dutch_date(clock()))
     engine = build_engine(settings, policy_set)
     directory = AgencyDirectory(db)
+    # One client TLS context (mTLS certificate, provider CAs) for every adapter session.
+    use_client_tls(adapter_tls(settings))
     register = BrpRegister(settings.register_url, timeout=settings.register_timeout_seconds)
     adapters: dict[str, PartnerAdapter] = {
         "partner_api": PartnerApiAdapter(
@@ -136,6 +164,14 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         "fhir": FhirAdapter(
             timeout=settings.adapter_timeout_seconds, retries=settings.adapter_retries
         ),
+        # Source systems with their own REST API, mapped declaratively (adapters/sdk/).
+        **{
+            adapter.kind: adapter
+            for adapter in (
+                cls(timeout=settings.adapter_timeout_seconds, retries=settings.adapter_retries)
+                for cls in (PoliceAdapter, RaadAdapter, VeiligThuisAdapter, MunicipalityAdapter)
+            )
+        },
     }
     tokens = TokenService(
         db=db,
@@ -147,7 +183,6 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         assertion_max_lifetime=settings.assertion_max_lifetime_seconds,
     )
     pseudonymizer = Pseudonymizer(pseudonym_key)
-    consents = ConsentService(db=db, audit=audit, pseudonymizer=pseudonymizer, clock=clock)
     breakglass = BreakGlassService(
         db=db,
         audit=audit,
@@ -157,6 +192,16 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         clock=clock,
     )
     vault = open_vault(settings, db)  # retention keys (crypto-shredding)
+    consents = ConsentService(
+        db=db, audit=audit, pseudonymizer=pseudonymizer, retention=vault, clock=clock
+    )
+    information_duties = InformationDutyService(
+        db=db,
+        audit=audit,
+        privacy_officers=settings.privacy_officer_oins,
+        interval=settings.information_duty_run_seconds,
+        clock=clock,
+    )
     exchanges = ExchangeService(
         engine=engine,
         policy_set=policy_set,
@@ -168,6 +213,7 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         sealer=Sealer(),
         consents=consents,
         declarations=breakglass,
+        duties=information_duties,
         receipts=ReceiptSigner(keyring, settings.log_origin),
         retention=vault,
         clock=clock,
@@ -218,6 +264,7 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
             log_origin=settings.log_origin,
             keys_dir=settings.keys_dir,
             clock=clock,
+            settings=settings,
         ),
         changes=ChangeFeed(db, poll_seconds=settings.change_poll_seconds),
         publications=PublicationService(
@@ -247,6 +294,18 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
         retention=RetentionService(
             db, audit, vault, interval=settings.retention_run_seconds, clock=clock
         ),
+        signals=SignalService(
+            db=db,
+            audit=audit,
+            pseudonymizer=pseudonymizer,
+            register=register,
+            directory=directory,
+            policy_set=lambda: services.policy_set,
+            sealer=Sealer(),
+            clock=clock,
+            interval=settings.signal_expiry_seconds,
+        ),
+        information_duties=information_duties,
     )
     watcher.subscribe(services.use_policy_set)
     watcher.start()
@@ -257,10 +316,16 @@ async def build_services(settings: Settings, *, clock: Clock = system_clock) -> 
     services.publications.on_stored = services.webhooks.wake
     services.webhooks.start()
     services.retention.start()
+    services.signals.on_stored = services.webhooks.wake
+    services.signals.start()
+    services.information_duties.start()
     return services
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> FastAPI:
+# One place wires every router and the lifespan: long by nature.
+def create_app(  # noqa: PLR0915
+    settings: Settings | None = None, *, clock: Clock = system_clock
+) -> FastAPI:
     settings = settings or Settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     from broker.operations.tracing import configure_tracing, framework_telemetry_off
@@ -296,12 +361,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     from broker.consent.api import router as consent_router
     from broker.exchange.api import router as exchange_router
     from broker.health import router as health_router
+    from broker.information_duties.api import router as information_duties_router
     from broker.operations.api import router as operations_router
     from broker.operations.metrics import router as metrics_router
     from broker.operations.multiprocess import worker_stopped
     from broker.publications.api import router as publications_router
     from broker.review.web import router as review_router
     from broker.security.api import router as security_router
+    from broker.signals.api import router as signals_router
     from broker.subject_access.api import router as subject_access_router
     from broker.transparency.api import router as transparency_router
 
@@ -325,6 +392,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.include_router(agreements_router)
     app.include_router(consent_router)
     app.include_router(breakglass_router)
+    app.include_router(information_duties_router)
+    app.include_router(signals_router)
     app.include_router(subject_access_router)
     app.include_router(transparency_router)
     app.include_router(operations_router)

@@ -652,10 +652,12 @@ _register_policy_commands()
 from broker.breakglass.cli import breakglass_group  # noqa: E402 - after the groups above
 from broker.consent.cli import consent_group  # noqa: E402 - after the groups above
 from broker.crypto.cli import keys_group  # noqa: E402
+from broker.information_duties.cli import duties_group  # noqa: E402
 from broker.operations.cli import adapters_group  # noqa: E402
 from broker.publications.cli import webhook_command  # noqa: E402
 from broker.retention.cli import retention_group  # noqa: E402
 from broker.review.cli import officer_group  # noqa: E402
+from broker.signals.cli import signals_group  # noqa: E402
 from broker.subject_access.cli import (  # noqa: E402
     export_command,
     search_command,
@@ -664,10 +666,12 @@ from broker.subject_access.cli import (  # noqa: E402
 
 main.add_command(consent_group)
 main.add_command(breakglass_group)
+main.add_command(duties_group)
 main.add_command(keys_group)
 main.add_command(adapters_group)
 main.add_command(officer_group)
 main.add_command(retention_group)
+main.add_command(signals_group)
 audit.add_command(subject_command)
 audit.add_command(search_command)
 audit.add_command(export_command)

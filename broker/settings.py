@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -80,6 +80,22 @@ class Settings(BaseSettings):
     adapter_timeout_seconds: float = 2.0
     adapter_retries: int = 2
     register_timeout_seconds: float = 2.0
+    adapter_tls_cert: Path | None = Field(
+        default=None,
+        description="PEM client certificate (with intermediates; may hold the key too) the "
+        "broker presents to provider systems and the register (mutual TLS)",
+    )
+    adapter_tls_key: Path | None = Field(
+        default=None, description="PEM private key of adapter_tls_cert"
+    )
+    adapter_tls_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted adapter_tls_key"
+    )
+    adapter_tls_ca: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that verifies providers' server certificates (replaces "
+        "the system trust store for adapter calls)",
+    )
     audit_batch_max: int = 512
     log_origin: str = Field(
         default="broker.example/audit",
@@ -134,6 +150,57 @@ class Settings(BaseSettings):
         description="How often due retention keys are destroyed inside the app (0: never; "
         "then run `broker retention run` from a scheduler)",
     )
+    information_duty_run_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How often lapsed information-duty embargoes are lifted inside the app "
+        "(0: never; then run `broker duties run` from a scheduler)",
+    )
+    signal_expiry_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How often signals past their end date are removed inside the app (0: "
+        "never; then run `broker signals expire` from a scheduler)",
+    )
+    review_local_accounts: bool = Field(
+        default=True,
+        description="Offer the review page's local sign-in (password + TOTP) next to OIDC",
+    )
+    review_oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer for privacy officers' sign-in on /review "
+        "(unset: local accounts only)",
+    )
+    review_oidc_client_id: str | None = Field(default=None, description="The broker's client id")
+    review_oidc_client_auth: Literal["client_secret_basic", "private_key_jwt"] = Field(
+        default="client_secret_basic", description="Client authentication at the token endpoint"
+    )
+    review_oidc_client_secret: SecretStr | None = Field(
+        default=None, description="Client secret (client_secret_basic)"
+    )
+    review_oidc_client_key_file: Path | None = Field(
+        default=None,
+        description="Private JWK (RSA, EC P-256 or Ed25519; JSON file) for private_key_jwt",
+    )
+    review_oidc_redirect_uri: str | None = Field(
+        default=None, description="Redirect URI; default {public_url}/review/oidc/callback"
+    )
+    review_oidc_scopes: str = Field(default="openid", description="Scopes asked for")
+    review_oidc_algorithms: str = Field(
+        default="RS256,ES256,EdDSA",
+        pattern=r"^(RS256|ES256|EdDSA)(,(RS256|ES256|EdDSA))*$",
+        description="ID token signature algorithms accepted (comma-separated)",
+    )
+    review_oidc_role_claim: str | None = Field(
+        default=None,
+        description="Claim (dotted path) whose privacy_officer:<OIN> / privacy_officer:broker "
+        "values admit officers not registered by subject",
+    )
+    review_oidc_role_prefix: str = Field(default="privacy_officer:", min_length=1)
+    review_oidc_display_name: str = Field(
+        default="your organisation's sign-in", max_length=80, description="Shown on the button"
+    )
+    review_oidc_timeout_seconds: float = Field(default=5.0, gt=0)
     log_format: str = "console"
     log_level: str = "INFO"
 
@@ -163,9 +230,30 @@ class Settings(BaseSettings):
                 "BROKER_KEY_BACKEND=pkcs11 needs BROKER_PKCS11_MODULE, "
                 "BROKER_PKCS11_TOKEN_LABEL and BROKER_PKCS11_PIN"
             )
+        if self.adapter_tls_key is not None and self.adapter_tls_cert is None:
+            raise ValueError("BROKER_ADAPTER_TLS_KEY needs BROKER_ADAPTER_TLS_CERT")
         if self.policy_engine is EngineKind.OPA and not self.opa_url:
             raise ValueError("BROKER_OPA_URL is required when BROKER_POLICY_ENGINE=opa")
+        self._review_oidc_complete()
         return self
+
+    def _review_oidc_complete(self) -> None:
+        if not self.review_oidc_issuer:
+            return
+        if not self.review_oidc_client_id:
+            raise ValueError("BROKER_REVIEW_OIDC_ISSUER needs BROKER_REVIEW_OIDC_CLIENT_ID")
+        if self.review_oidc_client_auth == "client_secret_basic" and not (
+            self.review_oidc_client_secret
+        ):
+            raise ValueError("client_secret_basic needs BROKER_REVIEW_OIDC_CLIENT_SECRET")
+        if self.review_oidc_client_auth == "private_key_jwt" and not (
+            self.review_oidc_client_key_file
+        ):
+            raise ValueError("private_key_jwt needs BROKER_REVIEW_OIDC_CLIENT_KEY_FILE")
+        if self.environment is Environment.PRODUCTION and not (
+            self.review_oidc_issuer.startswith("https://")
+        ):
+            raise ValueError("BROKER_REVIEW_OIDC_ISSUER must be an https URL in production")
 
     @property
     def token_endpoint(self) -> str:

@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
 
+from adapters.simulators.endpoints import agency_endpoint
 from adapters.simulators.runner import spawn_process
 from broker.agencies.service import AgencyService
 from broker.app import Services, create_app
@@ -175,14 +176,16 @@ async def register_partners(
         for party, oin in (parties or AGENCIES).items():
             sig = generate_jwk("Ed25519", use="sig")
             enc = generate_jwk("X25519", use="enc")
-            fhir = simulators.get("fhir") or {}  # ggz and huisarts answer over FHIR R4
+            # FHIR R4 (ggz, huisarts), own source APIs (police, Raad, Veilig Thuis,
+            # municipality) or the generic partner API.
+            adapter_kind, endpoint_url = agency_endpoint(party, simulators)
             await service.add(
                 oin=oin,
                 name=f"Test {party}",
                 party_type=party,
                 jwks={"keys": [public_only(sig), public_only(enc)]},
-                endpoint_url=fhir.get(party) or simulators["parties"].get(party),
-                adapter_kind="fhir" if party in fhir else "partner_api",
+                endpoint_url=endpoint_url,
+                adapter_kind=adapter_kind,
             )
             out[party] = {"oin": oin, "keys": [sig, enc]}
         if sign:

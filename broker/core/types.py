@@ -102,6 +102,10 @@ class ConsentFact:
     withdrawn_at_ns: int | None = None
     elements: tuple[str, ...] | None = None
     recipients: tuple[str, ...] | None = None
+    # The record states that the minor subject cannot reasonably assess his
+    # interests (wilsonbekwaam, consent_rules.md section 2 rule 5): the holders of
+    # authority consent for him, whatever his age under 18.
+    wilsonbekwaam: bool = False
 
     def to_input(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -117,6 +121,8 @@ class ConsentFact:
             out["elements"] = list(self.elements)
         if self.recipients is not None:
             out["recipients"] = list(self.recipients)
+        if self.wilsonbekwaam:
+            out["wilsonbekwaam"] = True
         return out
 
 
@@ -145,6 +151,34 @@ class AcuteDeclarationFact:
 
 
 @dataclass(frozen=True, slots=True)
+class PriorAnswerFact:
+    """A boolean-only answer the broker itself released earlier to the same
+    requesting agency about the same subject (pseudonymised), looked up in the
+    broker's own decision records. Never taken from the request: a follow-up
+    purpose's precondition (e.g. the kindcheck contact route after a recent
+    ``true``) reads it from ``input.prior_answers``."""
+
+    subject: str
+    agreement: str
+    purpose: str
+    element: str
+    answer: bool
+    answered_at_ns: int
+    exchange_id: str | None = None
+
+    def to_input(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "agreement": self.agreement,
+            "purpose": self.purpose,
+            "element": self.element,
+            "answer": self.answer,
+            "answered_at_ns": self.answered_at_ns,
+            "exchange_id": self.exchange_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class RequestedItem:
     element: str
     subject: str  # pseudonymised subject key
@@ -165,6 +199,8 @@ class PolicyInput:
     items: tuple[RequestedItem, ...]
     consents: tuple[ConsentFact, ...] = ()
     acute_declaration: AcuteDeclarationFact | None = None
+    # Broker-derived: earlier boolean-only answers (see PriorAnswerFact).
+    prior_answers: tuple[PriorAnswerFact, ...] = ()
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -181,6 +217,7 @@ class PolicyInput:
             "acute_declaration": (
                 self.acute_declaration.to_input() if self.acute_declaration else None
             ),
+            "prior_answers": [a.to_input() for a in self.prior_answers],
         }
 
 

@@ -10,10 +10,12 @@ from broker.cluster import models as cluster_models
 from broker.consent import models as consent_models
 from broker.db.base import Base
 from broker.exchange import models as exchange_models
+from broker.information_duties import models as information_duty_models
 from broker.publications import models as publication_models
 from broker.retention import models as retention_models
 from broker.review import models as review_models
 from broker.security import models as security_models
+from broker.signals import models as signal_models
 from broker.transparency import models as transparency_models
 
 __all__ = [
@@ -25,9 +27,11 @@ __all__ = [
     "cluster_models",
     "consent_models",
     "exchange_models",
+    "information_duty_models",
     "publication_models",
     "retention_models",
     "review_models",
     "security_models",
+    "signal_models",
     "transparency_models",
 ]

@@ -26,9 +26,9 @@ def by_endpoint(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 async def test_health_lists_adapters_and_shows_an_open_circuit(
     timed: Timed, simulators: dict[str, Any], tmp_path: Path
 ) -> None:
-    politie = simulators["parties"]["politie"]
+    politie = simulators["sources"]["politie"]
     ggz = simulators["fhir"]["ggz"]
-    # A partner API exchange (politie) and, under a break-the-glass declaration, a FHIR one (ggz).
+    # A police exchange (its own source API) and, under break-the-glass, a FHIR one (ggz).
     assert (await timed.exchange_response("veilig_thuis", SUSPECT_HISTORY)).status_code == 200
     timed.clock.now = DECLARED_AT
     created = await timed.call("veilig_thuis", "POST", "/v1/acute-declarations", declaration())
@@ -39,7 +39,7 @@ async def test_health_lists_adapters_and_shows_an_open_circuit(
     assert response.status_code == 200, response.text
     body = response.json()
     rows = by_endpoint(body)
-    assert rows[politie]["kind"] == "partner_api"
+    assert rows[politie]["kind"] == "police"
     assert rows[ggz]["kind"] == "fhir"
     for url in (politie, ggz):
         row = rows[url]
@@ -77,7 +77,7 @@ async def test_health_lists_adapters_and_shows_an_open_circuit(
     )
     assert result.exit_code == 1, result.output
     lines = {line.split()[1]: line.split() for line in result.output.splitlines()[1:]}
-    assert lines[politie][:3] == ["partner_api", politie, "open"]
+    assert lines[politie][:3] == ["police", politie, "open"]
     assert lines[ggz][2] == "closed"
     assert lines[register["endpoint"]][0] == "brp"
     as_json = await asyncio.to_thread(

@@ -105,7 +105,7 @@ async def sim_stats(http: httpx.AsyncClient, url: str) -> dict[str, Any]:
 
 async def test_metrics_move_after_an_exchange(harness: Harness, simulators: dict[str, Any]) -> None:
     base = harness.broker.base_url
-    politie = endpoint_host(simulators["parties"]["politie"])
+    politie = endpoint_host(simulators["sources"]["politie"])
     brp = endpoint_host(simulators["brp"])
     engine = harness.broker.services.engine.name
     async with httpx.AsyncClient(timeout=10.0) as http:
@@ -118,7 +118,7 @@ async def test_metrics_move_after_an_exchange(harness: Harness, simulators: dict
         unknown = dict(SUSPECT_HISTORY, agreement_id="agr-made-up-by-caller")
         made_up = await exchange(harness, None, unknown, {})
         # The provider fails: nothing allowed could be fetched.
-        fault = simulators["parties"]["politie"] + "/_sim/faults"
+        fault = simulators["sources"]["politie"] + "/_sim/faults"
         (await http.post(fault, json={"status": 503})).raise_for_status()
         try:
             failed = await exchange(harness, None, SUSPECT_HISTORY, {})
@@ -140,9 +140,9 @@ async def test_metrics_move_after_an_exchange(harness: Harness, simulators: dict
     assert delta("broker_exchanges_total", **unknown_labels) == 1
     assert delta("broker_exchanges_total", **dict(partial, outcome="failed")) == 1
     assert delta("broker_policy_decision_seconds_count", engine=engine) >= 2
-    assert delta("broker_adapter_call_seconds_count", kind="partner_api", endpoint=politie) == 3
+    assert delta("broker_adapter_call_seconds_count", kind="police", endpoint=politie) == 3
     assert delta("broker_adapter_call_seconds_count", kind="brp", endpoint=brp) >= 2
-    assert value(after, "broker_adapter_circuit_state", kind="partner_api", endpoint=politie) == 0
+    assert value(after, "broker_adapter_circuit_state", kind="police", endpoint=politie) == 0
     assert delta("broker_audit_append_seconds_count") >= 2
     assert delta("broker_audit_append_seconds_sum") > 0
     route = {"method": "POST", "route": "/v1/exchanges", "status": "200"}
@@ -185,7 +185,7 @@ def of_trace(exporter: InMemorySpanExporter, trace_id: str) -> list[ReadableSpan
 async def test_traceparent_reaches_audit_provider_and_spans(
     harness: Harness, simulators: dict[str, Any], spans: InMemorySpanExporter
 ) -> None:
-    politie, brp = simulators["parties"]["politie"], simulators["brp"]
+    politie, brp = simulators["sources"]["politie"], simulators["brp"]
     header, trace_id, caller_span = traceparent()
     async with httpx.AsyncClient(timeout=10.0) as http:
         for url in (politie, brp):
@@ -224,7 +224,7 @@ async def test_traceparent_reaches_audit_provider_and_spans(
         assert child.parent is not None, name
         assert child.parent.span_id == server.context.span_id, name
     assert by_name["adapter.fetch"].attributes == {
-        "broker.adapter.kind": "partner_api",
+        "broker.adapter.kind": "police",
         "server.address": endpoint_host(politie),
         "broker.items": 2,
     }
@@ -303,7 +303,7 @@ async def test_workers_add_up_and_keep_the_callers_trace(
     workers: tuple[str, dict[str, dict[str, Any]]], simulators: dict[str, Any], pg_url: str
 ) -> None:
     url, partners = workers
-    politie = simulators["parties"]["politie"]
+    politie = simulators["sources"]["politie"]
     label = {"outcome": "partial", "agreement": AGREEMENT, "purpose": PURPOSE}
     async with httpx.AsyncClient(timeout=10.0) as http:
         _, before = await scrape(http, url)
