@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,15 +37,22 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from audit.merkle import append_leaves, decode_frontier, encode_frontier, fold, leaf_hash
+from audit.merkle import append_leaves, decode_frontier, encode_frontier, fold
 from audit.models import AuditEntry, AuditHead, AuditNode
-from broker.core.canonical import canonical_json_plain, sha256_hex
+from broker.core.canonical import canonical_json_plain
 from broker.core.errors import AuditUnavailable, BrokerError, Conflict
 from broker.core.telemetry import AUDIT_APPEND_SECONDS, tracer
 from broker.db.session import Database
 
 GENESIS = "0" * 64
 ENTRY_VERSION = 1
+
+_COPY_ENTRIES = (
+    "COPY audit_entries (seq, created_at, kind, exchange_id, subject_key, element, outcome, "
+    "entry, prev_hash, entry_hash) FROM STDIN"
+)
+_COPY_NODES = 'COPY audit_nodes (level, "index", hash) FROM STDIN'
+_COPY_LINES = 64  # entries per write while a COPY streams
 
 log = structlog.get_logger("audit")
 
@@ -72,6 +80,35 @@ class RowUpdate:
     values: dict[str, Any]
 
 
+# An entry on its way to storage: seq, record, bytes, previous hash, own hash.
+_Entry = tuple[int, AuditRecord, bytes, str, str]
+
+
+class _Chain:
+    """Chains a commit's entries onto the head, in order: each names its
+    position and its predecessor's hash; collects their leaf hashes."""
+
+    __slots__ = ("leaves", "prev", "seq", "stamp")
+
+    def __init__(self, seq: int, prev: str, stamp: str) -> None:
+        self.seq = seq
+        self.prev = prev
+        self.stamp = stamp  # the commit's time: every entry's ts
+        self.leaves: list[bytes] = []
+
+    def extend(self, records: Sequence[AuditRecord]) -> list[_Entry]:
+        sha256 = hashlib.sha256
+        out: list[_Entry] = []
+        for record in records:
+            data = _entry_bytes(record, self.seq, self.prev, self.stamp)
+            digest = sha256(data).hexdigest()
+            out.append((self.seq, record, data, self.prev, digest))
+            self.leaves.append(sha256(b"\x00" + data).digest())
+            self.seq += 1
+            self.prev = digest
+        return out
+
+
 class _UnitConflict(Exception):
     """A unit's own rows conflict (duplicate key, guarded update matched no row)."""
 
@@ -87,18 +124,33 @@ class CommitUnit:
 
 
 def build_entry(record: AuditRecord, *, seq: int, prev: str, ts: datetime) -> bytes:
-    entry = dict(record.body)
-    entry.update(
+    return _entry_bytes(record, seq, prev, ts.isoformat(timespec="microseconds"))
+
+
+def _entry_bytes(record: AuditRecord, seq: int, prev: str, stamp: str) -> bytes:
+    # Entries are built by the broker from strings, integers, booleans and null.
+    return canonical_json_plain(
         {
+            **record.body,
             "v": ENTRY_VERSION,
             "seq": seq,
             "prev": prev,
-            "ts": ts.isoformat(timespec="microseconds"),
+            "ts": stamp,
             "kind": record.kind,
         }
     )
-    # Entries are built by the broker from strings, integers, booleans and null.
-    return canonical_json_plain(entry)
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value: str | None) -> str:
+    """A value in PostgreSQL's COPY text format."""
+    if value is None:
+        return "\\N"
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
 
 
 class AuditWriter:
@@ -220,78 +272,106 @@ class AuditWriter:
         with self._db.sync_write_engine.begin() as conn:
             size, prev, frontier_text = conn.execute(stmt).one()
             now = datetime.now(UTC)  # under the head lock: times rise along the log
-            tree_size = size
-            leaves: list[bytes] = []
-            entries: list[dict[str, Any]] = []
+            chain = _Chain(size, prev, now.isoformat(timespec="microseconds"))
             results: list[list[int]] = []
-            extra: dict[Table, list[dict[str, Any]]] = {}
             for unit in batch:
-                seqs: list[int] = []
-                for record in unit.records:
-                    data = build_entry(record, seq=size, prev=prev, ts=now)
-                    entry_hash = sha256_hex(data)
-                    entries.append(
-                        {
-                            "seq": size,
-                            "created_at": now,
-                            "kind": record.kind,
-                            "exchange_id": record.exchange_id,
-                            "subject_key": record.subject_key,
-                            "element": record.element,
-                            "outcome": record.outcome,
-                            "entry": data.decode("utf-8"),
-                            "prev_hash": prev,
-                            "entry_hash": entry_hash,
-                        }
-                    )
-                    leaves.append(leaf_hash(data))
-                    seqs.append(size)
-                    size += 1
-                    prev = entry_hash
-                results.append(seqs)
-                for table, row in unit.rows:
-                    extra.setdefault(table, []).append(row)
-                for change in unit.updates:
-                    self._apply(conn, change)
-            for table, rows in extra.items():
-                try:
-                    conn.execute(insert(table), rows)
-                except IntegrityError as exc:  # a duplicate key among the units' own rows
-                    raise _UnitConflict(table.name) from exc
-            if entries:
-                frontier, tree_size, nodes = append_leaves(
-                    decode_frontier(frontier_text), tree_size, leaves
+                results.append(list(range(size, size + len(unit.records))))
+                size += len(unit.records)
+            self._apply_rows(conn, batch)
+            if size == chain.seq:
+                return results  # nothing to append
+            if self._lock_head:
+                self._copy_entries(conn, batch, chain)
+            else:
+                self._insert_entries(conn, batch, chain, now)
+            frontier, _, nodes = append_leaves(
+                decode_frontier(frontier_text), results[0][0], chain.leaves
+            )
+            self._store_nodes(conn, nodes)
+            conn.execute(
+                update(head_table)
+                .where(head_table.c.id == 1)
+                .values(
+                    size=chain.seq,
+                    head_hash=chain.prev,
+                    root_hash=fold(frontier).hex(),
+                    frontier=encode_frontier(frontier),
                 )
-                self._insert(conn, cast(Table, AuditEntry.__table__), entries)
-                self._insert(
-                    conn,
-                    cast(Table, AuditNode.__table__),
-                    [{"level": lv, "index": i, "hash": h.hex()} for lv, i, h in nodes],
-                )
-                conn.execute(
-                    update(head_table)
-                    .where(head_table.c.id == 1)
-                    .values(
-                        size=size,
-                        head_hash=prev,
-                        root_hash=fold(frontier).hex(),
-                        frontier=encode_frontier(frontier),
-                    )
-                )
+            )
         return results
 
-    def _insert(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-        if not self._lock_head or not rows:
-            conn.execute(insert(table), rows)  # SQLite: executemany is its fast path
-            return
-        # PostgreSQL: COPY in the same transaction, not one INSERT per row.
-        columns = list(rows[0])
-        quote = conn.dialect.identifier_preparer.quote
-        sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    def _apply_rows(self, conn: Connection, batch: list[CommitUnit]) -> None:
+        """The units' updates, then their rows (one executemany per table)."""
+        extra: dict[Table, list[dict[str, Any]]] = {}
+        for unit in batch:
+            for table, row in unit.rows:
+                extra.setdefault(table, []).append(row)
+            for change in unit.updates:
+                self._apply(conn, change)
+        for table, rows in extra.items():
+            try:
+                conn.execute(insert(table), rows)
+            except IntegrityError as exc:  # a duplicate key among the units' own rows
+                raise _UnitConflict(table.name) from exc
+
+    @staticmethod
+    def _insert_entries(
+        conn: Connection, batch: list[CommitUnit], chain: _Chain, now: datetime
+    ) -> None:
+        """SQLite: executemany is its fast path."""
+        conn.execute(
+            insert(cast(Table, AuditEntry.__table__)),
+            [
+                {
+                    "seq": seq,
+                    "created_at": now,
+                    "kind": record.kind,
+                    "exchange_id": record.exchange_id,
+                    "subject_key": record.subject_key,
+                    "element": record.element,
+                    "outcome": record.outcome,
+                    "entry": data.decode("utf-8"),
+                    "prev_hash": prev,
+                    "entry_hash": entry_hash,
+                }
+                for unit in batch
+                for seq, record, data, prev, entry_hash in chain.extend(unit.records)
+            ],
+        )
+
+    @staticmethod
+    def _copy_entries(conn: Connection, batch: list[CommitUnit], chain: _Chain) -> None:
+        """PostgreSQL: one COPY, its text built here a few units at a time and
+        sent while the next ones are built (the server inserts meanwhile), not
+        one INSERT, nor one ``write_row``, per entry."""
+        field = _copy_field
+        stamp = chain.stamp
         driver = cast(psycopg.Connection[Any], conn.connection.driver_connection)
-        with driver.cursor() as cursor, cursor.copy(sql) as copy:
-            for row in rows:
-                copy.write_row([row[c] for c in columns])
+        with driver.cursor() as cursor, cursor.copy(_COPY_ENTRIES) as copy:
+            lines: list[str] = []
+            for unit in batch:
+                lines.extend(
+                    f"{seq}\t{stamp}\t{field(record.kind)}\t{field(record.exchange_id)}\t"
+                    f"{field(record.subject_key)}\t{field(record.element)}\t"
+                    f"{field(record.outcome)}\t{field(data.decode('utf-8'))}\t{prev}\t{digest}\n"
+                    for seq, record, data, prev, digest in chain.extend(unit.records)
+                )
+                if len(lines) >= _COPY_LINES:
+                    copy.write("".join(lines))
+                    lines.clear()
+            if lines:
+                copy.write("".join(lines))
+
+    def _store_nodes(self, conn: Connection, nodes: list[tuple[int, int, bytes]]) -> None:
+        if not self._lock_head:
+            conn.execute(
+                insert(cast(Table, AuditNode.__table__)),
+                [{"level": lv, "index": i, "hash": h.hex()} for lv, i, h in nodes],
+            )
+            return
+        driver = cast(psycopg.Connection[Any], conn.connection.driver_connection)
+        with driver.cursor() as cursor, cursor.copy(_COPY_NODES) as copy:
+            copy.write("".join(f"{lv}\t{i}\t{h.hex()}\n" for lv, i, h in nodes))
 
     @staticmethod
     def _apply(conn: Connection, change: RowUpdate) -> None:

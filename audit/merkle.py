@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 
 from broker.core.canonical import leaf_hash, node_hash
 
@@ -129,20 +130,34 @@ def append_leaves(
     """Appends leaf hashes to a tree given by its frontier and size.
 
     Returns the new frontier, the new size and every perfect subtree completed
-    on the way as ``(level, index, hash)`` (leaves are level 0)."""
-    frontier = list(frontier)
+    on the way as ``(level, index, hash)`` (leaves are level 0), level by level
+    and left to right. Works a level at a time: the new nodes of one level are
+    hashed in pairs, the first one with the old frontier's subtree of that level
+    when it starts at an odd index, the last one left over when it ends at an
+    odd index (it joins the new frontier)."""
+    row = list(leaves)
+    end = size + len(row)
+    # The old frontier by level: one subtree per set bit of size, largest first.
+    levels = [lv for lv in range(size.bit_length() - 1, -1, -1) if size >> lv & 1]
+    if len(levels) != len(frontier):
+        raise ValueError("the frontier does not match the size")
+    old = dict(zip(levels, frontier, strict=True))
+    new: dict[int, bytes] = {}
     created: list[tuple[int, int, bytes]] = []
-    for leaf in leaves:
-        h = leaf
-        created.append((0, size, h))
-        level = 0
-        while size >> level & 1:
-            h = node_hash(frontier.pop(), h)
-            level += 1
-            created.append((level, ((size + 1) >> level) - 1, h))
-        frontier.append(h)
-        size += 1
-    return frontier, size, created
+    level, lo = 0, size  # row holds the new nodes [lo, lo + len(row)) of this level
+    while row:
+        created.extend(zip(repeat(level), range(lo, lo + len(row)), row))
+        if lo & 1:  # the old frontier's subtree at this level is the left sibling
+            row.insert(0, old.pop(level))
+            lo -= 1
+        if len(row) & 1:  # the last node has no right sibling yet
+            new[level] = row.pop()
+        row = list(map(node_hash, row[0::2], row[1::2]))
+        level += 1
+        lo >>= 1
+    # What the new nodes did not reach stays (the size's higher bits are unchanged).
+    new.update(old)
+    return [new[lv] for lv in sorted(new, reverse=True)], end, created
 
 
 def encode_frontier(frontier: Sequence[bytes]) -> str:

@@ -67,7 +67,7 @@ ED25519_SIGNATURE_TYPE = 0x01
 COSIGNATURE_TYPE = 0x04  # C2SP tlog-cosignature: cosignature/v1, Ed25519
 _DASH = "\u2014 "  # EM DASH and a space open every signature line
 RECEIPT_TYPE = "release-receipt+jws"
-RECEIPT_VERSIONS = frozenset({1})
+RECEIPT_VERSIONS = frozenset({1, 2})  # 2: an exchange that asked several providers
 
 
 class VerificationError(Exception):
@@ -128,45 +128,27 @@ def _b64(text: str) -> bytes:
 def verify_checkpoint(text: str | bytes, *, key_name: str, public_key: bytes) -> Checkpoint:
     """Checks that the note carries a valid Ed25519 signature by ``key_name``
     (other signatures are ignored) and parses its checkpoint body."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise VerificationError("the note is not UTF-8") from exc
-    body, sep, signatures = text.rpartition("\n\n")
-    if not sep or not signatures.endswith("\n"):
-        raise VerificationError("not a signed note")
-    body += "\n"
+    body, signatures = _split_note(text)
+    message = body.encode("utf-8")
     wanted = key_id(key_name, public_key)
     verifier = Ed25519PublicKey.from_public_bytes(public_key)
     verified = False
-    for line in signatures[:-1].split("\n"):
-        if not line.startswith(_DASH):
-            raise VerificationError("malformed signature line")
-        name, _, sig_b64 = line[len(_DASH) :].partition(" ")
-        blob = _b64(sig_b64)
+    for name, blob in signatures:
         if name != key_name or len(blob) < 5 or blob[:4] != wanted:
             continue
         try:
-            verifier.verify(blob[4:], body.encode("utf-8"))
+            verifier.verify(blob[4:], message)
         except InvalidSignature as exc:
             raise VerificationError("the checkpoint signature is invalid") from exc
         verified = True
     if not verified:
         raise VerificationError(f"no signature by {key_name}")
-    lines = body[:-1].split("\n")
-    if len(lines) < 3:
-        raise VerificationError("a checkpoint has an origin, a size and a root hash")
-    origin, size_text, root_b64, *extensions = lines
-    if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
-        raise VerificationError("malformed tree size")
-    root = _b64(root_b64)
-    if len(root) != 32:
-        raise VerificationError("the root hash is not 32 bytes")
-    return Checkpoint(origin, int(size_text), root, tuple(extensions))
+    return _parse_body(body)
 
 
 def _split_note(text: str | bytes) -> tuple[str, list[tuple[str, bytes]]]:
+    """A signed note's body (newline-terminated) and its signature lines as
+    (key name, decoded signature blob); raises on anything malformed."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -189,7 +171,9 @@ def _parse_body(body: str) -> Checkpoint:
     if len(lines) < 3:
         raise VerificationError("a checkpoint has an origin, a size and a root hash")
     origin, size_text, root_b64, *extensions = lines
-    if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+    # ASCII digits only: str.isdigit() also takes digits int() refuses, such as "²".
+    digits = size_text.isascii() and size_text.isdigit()
+    if not digits or (size_text != "0" and size_text.startswith("0")):
         raise VerificationError("malformed tree size")
     root = _b64(root_b64)
     if len(root) != 32:

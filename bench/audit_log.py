@@ -3,7 +3,7 @@
     PYTHONPATH=. python bench/audit_log.py append [--backend sqlite|postgresql|both]
         [--appenders 64] [--unit 5] [--seconds 20]
     PYTHONPATH=. python bench/audit_log.py verify [--backend ...] [--entries 1000000]
-        [--proofs 2000]
+        [--proofs 2000] [--workers N]
 
 Every run uses a fresh, migrated database (SQLite file under /tmp, or a new
 PostgreSQL database on 127.0.0.1:5432 that is dropped afterwards).
@@ -17,7 +17,8 @@ append latency p50/p99.
 
 ``verify``: fills the log through the writer's own commit code in large batches
 (a valid chain, tree and head, no shortcuts in what is stored), then times
-``verify_log`` (chain and tree in one read: what ``broker audit verify`` runs)
+``verify_log`` (chain and tree in one read: what ``broker audit verify`` runs;
+whole pages checked by worker processes, ``--workers``)
 and, on the same log, RFC 9162 inclusion proofs (random leaf, full size) and
 consistency proofs (random old size) as the transparency routes serve them
 (``audit.tree``), p50/p99, checking a sample with the stand-alone verifier.
@@ -52,39 +53,49 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 ORIGIN = "bench.broker.example/audit"
 
 
+_ELEMENTS = ("police.suspect_history_dv", "health.diagnosis", "household.composition")
+# What every decision entry of the benchmark shares; record() adds the rest.
+_DECISION = {
+    "requester": "00000001003214345000",
+    "recipient_party": "veilig_thuis",
+    "provider": "00000001001589623000",
+    "provider_party": "politie",
+    "purpose": "informatie_voor_veiligheidsbeoordeling",
+    "agreement": {
+        "id": "agr-vt-politie-hg",
+        "version": "3.0",
+        "hash": "sha256:" + "a" * 64,
+    },
+    "bundle": "sha256:" + "b" * 64,
+    "engine": "regopy",
+    "subject_kind": "person",
+    "consent_id": None,
+    "acute_declaration_id": None,
+}
+_ALLOW = {"outcome": "allow", "reason": "allow_statutory_basis", "legal_basis": ["wpg_20"]}
+_DENY = {"outcome": "deny", "reason": "deny_element_not_allowed", "legal_basis": []}
+
+
 def record(n: int) -> AuditRecord:
     """A decision entry shaped as an exchange writes it (pseudonyms only)."""
-    exchange_id = str(uuid.UUID(int=n // 5 + 1))
+    exchange = n // 5
+    digits = f"{exchange + 1:032x}"  # str(uuid.UUID(int=exchange + 1)), without the UUID object
+    exchange_id = f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
     subject = f"psn:{n % 100_003:040x}"
-    element = ("police.suspect_history_dv", "health.diagnosis", "household.composition")[n % 3]
+    element = _ELEMENTS[n % 3]
     allow = n % 3 != 1
+    verdict = _ALLOW if allow else _DENY
     return AuditRecord(
         kind="decision",
         body={
-            "request_id": f"req-{n // 5}",
-            "trace_id": f"{n // 5:032x}",
+            **_DECISION,
+            **verdict,
+            "request_id": f"req-{exchange}",
+            "trace_id": f"{exchange:032x}",
             "exchange_id": exchange_id,
             "decision_id": exchange_id,
-            "requester": "00000001003214345000",
-            "recipient_party": "veilig_thuis",
-            "provider": "00000001001589623000",
-            "provider_party": "politie",
-            "purpose": "informatie_voor_veiligheidsbeoordeling",
-            "agreement": {
-                "id": "agr-vt-politie-hg",
-                "version": "3.0",
-                "hash": "sha256:" + "a" * 64,
-            },
-            "bundle": "sha256:" + "b" * 64,
-            "engine": "regopy",
             "subject": subject,
-            "subject_kind": "person",
             "element": element,
-            "outcome": "allow" if allow else "deny",
-            "reason": "allow_statutory_basis" if allow else "deny_element_not_allowed",
-            "legal_basis": ["wpg_20"] if allow else [],
-            "consent_id": None,
-            "acute_declaration_id": None,
         },
         exchange_id=exchange_id,
         subject_key=subject,
@@ -191,12 +202,12 @@ async def fill(db: Database, entries: int, batch: int = 20_000) -> float:
     return time.perf_counter() - t0
 
 
-async def bench_verify(backend: str, entries: int, proofs: int) -> None:
+async def bench_verify(backend: str, entries: int, proofs: int, workers: int | None) -> None:
     async with fresh_database(backend) as db:
         filled = await fill(db, entries)
         print(f"[{backend}] filled {entries:,} entries in {filled:.0f} s", flush=True)
         t0 = time.perf_counter()
-        chain, tree = await verify_log(db)
+        chain, tree = await verify_log(db, workers=workers)
         elapsed = time.perf_counter() - t0
         assert chain.size == tree.size == entries
         print(
@@ -256,12 +267,18 @@ def main() -> None:
         else:
             p.add_argument("--entries", type=int, default=1_000_000)
             p.add_argument("--proofs", type=int, default=2000, help="0: no proof timings")
+            p.add_argument(
+                "--workers",
+                type=int,
+                default=None,
+                help="processes that check pages (default: one per CPU; 0: none)",
+            )
     args: Any = parser.parse_args()
     for backend in _backends(args.backend):
         if args.command == "append":
             asyncio.run(bench_append(backend, args.appenders, args.unit, args.seconds))
         else:
-            asyncio.run(bench_verify(backend, args.entries, args.proofs))
+            asyncio.run(bench_verify(backend, args.entries, args.proofs, args.workers))
 
 
 if __name__ == "__main__":

@@ -245,3 +245,39 @@ def test_appends_in_any_batches_give_the_same_tree(chunks: list[int]) -> None:
     whole, _ = build(entries)
     assert nodes == whole
     assert merkle.fold(frontier) == naive_mth(entries)
+
+
+def per_leaf_append(
+    frontier: list[bytes], size: int, leaves: list[bytes]
+) -> tuple[list[bytes], int, set[tuple[int, int, bytes]]]:
+    """The textbook append, a leaf at a time (a binary counter over subtrees)."""
+    frontier = list(frontier)
+    created: set[tuple[int, int, bytes]] = set()
+    for leaf in leaves:
+        h, level = leaf, 0
+        created.add((0, size, h))
+        while size >> level & 1:
+            h = merkle.node_hash(frontier.pop(), h)
+            level += 1
+            created.add((level, ((size + 1) >> level) - 1, h))
+        frontier.append(h)
+        size += 1
+    return frontier, size, created
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=st.integers(0, 300), count=st.integers(0, 300))
+def test_level_by_level_append_equals_the_per_leaf_append(before: int, count: int) -> None:
+    leaves = [merkle.leaf_hash(f"e{i}".encode()) for i in range(before + count)]
+    frontier, size, _ = per_leaf_append([], 0, leaves[:before])
+    expected = per_leaf_append(frontier, size, leaves[before:])
+    got_frontier, got_size, created = merkle.append_leaves(frontier, size, leaves[before:])
+    assert (got_frontier, got_size, set(created)) == expected
+    assert len(created) == len(expected[2])
+    # Level by level, left to right.
+    assert created == sorted(created, key=lambda node: (node[0], node[1]))
+
+
+def test_append_refuses_a_frontier_that_does_not_match_the_size() -> None:
+    with pytest.raises(ValueError, match="frontier"):
+        merkle.append_leaves([b"x" * 32], 3, [b"y" * 32])  # size 3: two subtrees

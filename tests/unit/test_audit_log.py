@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,7 +22,7 @@ from structlog.testing import capture_logs
 
 from audit.log import GENESIS, AuditRecord, AuditWriter
 from audit.models import AuditEntry, AuditHead
-from audit.verify import verify_chain
+from audit.verify import verify_chain, verify_log
 from broker.core.errors import AuditChainBroken, AuditUnavailable
 from broker.db.session import Database
 from broker.exchange.models import Exchange
@@ -431,3 +432,37 @@ async def test_any_one_character_change_is_detected(
         assert info.value.index == seq
     finally:
         await db.dispose()
+
+
+async def test_values_that_copy_must_escape_are_stored_exactly(
+    database: Database, writer: AuditWriter
+) -> None:
+    # PostgreSQL gets the entries through COPY's text format: backslashes, tabs,
+    # line breaks and a literal \N must arrive as written, and NULL as NULL.
+    awkward = ["a\\b", "tab\there", "line\nbreak", "cr\rlf", "\\N", "", "ünïcode ✓", "\\\\t"]
+    records = [
+        AuditRecord(
+            kind="decision",
+            body={
+                "subject": value,
+                "element": value,
+                "exchange_id": value or None,
+                "note": value,
+                "outcome": None,
+            },
+            exchange_id=value or None,
+            subject_key=value,
+            element=value,
+            outcome=None,
+        )
+        for value in awkward
+    ]
+    await writer.append(records)
+    async with database.session() as session:
+        rows = (await session.scalars(select(AuditEntry).order_by(AuditEntry.seq))).all()
+    assert [(r.subject_key, r.element, r.exchange_id, r.outcome) for r in rows] == [
+        (v, v, v or None, None) for v in awkward
+    ]
+    assert [orjson.loads(r.entry)["note"] for r in rows] == awkward
+    chain, tree = await verify_log(database)
+    assert chain.size == tree.size == len(awkward)
