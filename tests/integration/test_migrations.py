@@ -56,6 +56,16 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'migrations.db'}"
         return
+    yield from _empty_postgresql()
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database of its own."""
+    yield from _empty_postgresql()
+
+
+def _empty_postgresql() -> Iterator[str]:
     name = f"broker_m_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -142,3 +152,42 @@ def test_0014_moves_the_statement_to_its_column_and_back(empty_url: str) -> None
         }
     finally:
         engine.dispose()
+
+
+def _parallel_field_count(url: str) -> int:
+    """Counts audit_entry_field over a table scan that PostgreSQL is told to run in parallel."""
+    with psycopg.connect(
+        url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+    ) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS parallel_probe AS"
+            " SELECT '{\"a\": \"x\"}'::text AS entry FROM generate_series(1, 5000)"
+        )
+        conn.execute("ANALYZE parallel_probe")
+        for setting in (
+            "parallel_setup_cost = 0",
+            "parallel_tuple_cost = 0",
+            "min_parallel_table_scan_size = 0",
+        ):
+            conn.execute(f"SET {setting}")
+        try:
+            conn.execute("SET debug_parallel_query = on")  # PostgreSQL 16 and later
+        except psycopg.errors.UndefinedObject:
+            conn.execute("SET force_parallel_mode = on")  # PostgreSQL 15
+        row = conn.execute(
+            "SELECT count(audit_entry_field(entry, '{a}')) FROM parallel_probe"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_audit_field_function_runs_in_plans_the_planner_would_parallelise(
+    empty_pg_url: str,
+) -> None:
+    """The PostgreSQL function behind the audit search indexes (SQLite has none)."""
+    empty_url = empty_pg_url
+    upgrade(empty_url, "0014")
+    with pytest.raises(psycopg.errors.InvalidTransactionState):  # 0010 declared it parallel safe
+        _parallel_field_count(empty_url)
+    upgrade(empty_url)
+    assert _parallel_field_count(empty_url) == 5000
