@@ -62,6 +62,7 @@ class ErrorCode(StrEnum):
     STORAGE_UNAVAILABLE = "storage_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     REGISTER_UNAVAILABLE = "register_unavailable"
+    IDENTITY_PROVIDER_UNAVAILABLE = "identity_provider_unavailable"
     ADAPTER_FAILED = "adapter_failed"
     KEY_ERROR = "key_error"
     KEY_UNAVAILABLE = "key_unavailable"

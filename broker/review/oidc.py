@@ -50,7 +50,13 @@ import structlog
 from jwt import PyJWK
 
 from broker.core.clock import Clock, system_clock
-from broker.core.errors import AuthenticationFailed, BrokerError, KeyError_, TooManyAttempts
+from broker.core.errors import (
+    AuthenticationFailed,
+    BrokerError,
+    ErrorCode,
+    KeyError_,
+    TooManyAttempts,
+)
 from broker.review.accounts import AccountService, Scope, SignedIn
 
 if TYPE_CHECKING:
@@ -72,6 +78,7 @@ class ProviderUnavailable(BrokerError):
     """The identity provider cannot be reached or answered nonsense: nobody is signed in."""
 
     status = 503
+    code = ErrorCode.IDENTITY_PROVIDER_UNAVAILABLE
     title = "The identity provider cannot be reached; nobody was signed in"
 
 

@@ -36,7 +36,7 @@ from audit.search import (
     export_lines,
 )
 from audit.tree import tree_head
-from audit.verify import verify_chain, verify_tree
+from audit.verify import verify_log
 from broker.agencies.models import Agency
 from broker.breakglass.schemas import DeclarationOut, ReviewIn
 from broker.breakglass.service import BreakGlassService
@@ -497,8 +497,7 @@ class ReviewService:
         started = self._clock()
         ok, size, root, message = True, 0, None, None
         try:
-            chain = await verify_chain(self._db)
-            tree = await verify_tree(self._db)
+            chain, tree = await verify_log(self._db)  # one read of the log for both
             size, root = chain.size, tree.root_hash.hex()
         except AuditChainBroken as exc:
             ok, size, message = False, exc.index, exc.message[:500]
