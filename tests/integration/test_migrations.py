@@ -161,7 +161,7 @@ def _parallel_field_count(url: str) -> int:
     ) as conn:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS parallel_probe AS"
-            " SELECT '{\"a\": \"x\"}'::text AS entry FROM generate_series(1, 5000)"
+            ' SELECT \'{"a": "x"}\'::text AS entry FROM generate_series(1, 5000)'
         )
         conn.execute("ANALYZE parallel_probe")
         for setting in (
