@@ -17,7 +17,7 @@ the pseudonym, the requesting privacy officer and the number of entries.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import orjson
@@ -30,7 +30,7 @@ from audit.models import AuditEntry
 from audit.tree import tree_head
 from broker.agencies.models import Agency
 from broker.core.bsn import is_valid_bsn
-from broker.core.clock import Clock, system_clock
+from broker.core.clock import DUTCH, Clock, system_clock
 from broker.core.errors import ErrorCode, Forbidden, InvalidRequest
 from broker.core.protocols import SubjectRegister
 from broker.crypto.keys import Pseudonymizer
@@ -41,7 +41,20 @@ log = structlog.get_logger("subject_access")
 
 REPORT_KIND = "subject_access_report"
 # The entry kinds that name a subject in ``subject_key`` and belong in an overview.
-LISTED_KINDS = ("decision", "consent_recorded", "consent_withdrawn")
+SIGNAL_KINDS = (
+    "signal_registered",
+    "signal_match",
+    "signal_match_refused",
+    "signal_withdrawn",
+    "signal_expired",
+)
+DUTY_KINDS = (
+    "information_duty_recorded",
+    "information_duty_embargoed",
+    "information_duty_embargo_lifted",
+    "information_duty_fulfilled",
+)
+LISTED_KINDS = ("decision", "consent_recorded", "consent_withdrawn", *SIGNAL_KINDS, *DUTY_KINDS)
 Concerns = Literal["person", "household"]
 
 # Plain words for the reason codes of the decision procedure (English, Dutch).
@@ -123,7 +136,10 @@ class AgreementRef(_Out):
 class SubjectAccessEntry(_Out):
     seq: int = Field(description="Index of the audit entry (leaf of the verifiable log)")
     time: datetime
-    kind: str = Field(description="decision, consent_recorded or consent_withdrawn")
+    kind: str = Field(
+        description="decision, consent_recorded, consent_withdrawn, a signal_* entry "
+        "(signal and match) or an information_duty_* entry (AVG art. 14)"
+    )
     concerns: Concerns = Field(description="The person, or the person's household")
     exchange_id: str | None = None
     requester: AgencyRef | None = Field(default=None, description="The requesting agency")
@@ -142,6 +158,23 @@ class SubjectAccessEntry(_Out):
     released: bool = Field(description="Whether data were released (from the release entry)")
     release_status: str | None = Field(
         default=None, description="released, not_found, unavailable or timeout; null if denied"
+    )
+    agencies: list[AgencyRef] = Field(
+        default_factory=list,
+        description="Signals and information duties: the agencies named (by registered name "
+        "only; never a contact route)",
+    )
+    end_date: date | None = Field(
+        default=None, description="Signals: the last day the registered involvement runs"
+    )
+    due_at: datetime | None = Field(
+        default=None, description="Information duties: when the person must be informed by"
+    )
+    informed_at: datetime | None = Field(
+        default=None, description="Information duties: when the person was informed"
+    )
+    elements: list[str] = Field(
+        default_factory=list, description="Information duties: the data elements released"
     )
 
 
@@ -288,7 +321,15 @@ class SubjectAccessService:
             oins = {
                 o
                 for _, b in bodies
-                for o in (b.get("requester"), b.get("provider"), b.get("recorded_by"))
+                for o in (
+                    b.get("requester"),
+                    b.get("provider"),
+                    b.get("recorded_by"),
+                    b.get("agency"),
+                    b.get("holder"),
+                    b.get("fulfilled_by"),
+                    *(b.get("agencies") or ()),
+                )
                 if isinstance(o, str)
             }
             names = await self._names(session, oins)
@@ -357,6 +398,10 @@ class SubjectAccessService:
 
         created = row.created_at
         time = created if created.tzinfo else created.replace(tzinfo=UTC)
+        if row.kind in SIGNAL_KINDS:
+            return _signal_entry(row, body, time=time, concerns=concerns, names=names)
+        if row.kind in DUTY_KINDS:
+            return _duty_entry(row, body, time=time, concerns=concerns, names=names)
         if row.kind != "decision":
             en, nl = KIND_TEXT.get(row.kind, (row.kind, row.kind))
             agreement = body.get("agreement")
@@ -407,3 +452,202 @@ class SubjectAccessService:
             released=status == "released",
             release_status=status,
         )
+
+
+# ---------------------------------------------------------------- signals and duties
+# Plain-language lines for the signal-and-match and information-duty entries. Only
+# agency names (never contact routes) and never an embargo's reason or case reference.
+
+
+def _name(oin: Any, names: dict[str, str]) -> str:
+    if not isinstance(oin, str):
+        return "an agency"
+    return names.get(oin) or f"agency {oin}"
+
+
+def _naam(oin: Any, names: dict[str, str]) -> str:
+    if not isinstance(oin, str):
+        return "een organisatie"
+    return names.get(oin) or f"organisatie {oin}"
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _parse_date(value: Any) -> date | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _day(value: datetime | date | None) -> str:
+    if value is None:
+        return "?"
+    if isinstance(value, datetime):
+        return value.astimezone(DUTCH).date().isoformat()
+    return value.isoformat()
+
+
+def _agreement(body: dict[str, Any]) -> AgreementRef | None:
+    agreement = body.get("agreement")
+    if isinstance(agreement, dict):
+        return AgreementRef(id=agreement.get("id"), version=agreement.get("version"))
+    if isinstance(agreement, str):
+        return AgreementRef(id=agreement)
+    return None
+
+
+def _refs(oins: Iterable[Any], names: dict[str, str]) -> list[AgencyRef]:
+    return [AgencyRef(oin=o, name=names.get(o)) for o in oins if isinstance(o, str)]
+
+
+def _signal_entry(
+    row: Any,
+    body: dict[str, Any],
+    *,
+    time: datetime,
+    concerns: Concerns,
+    names: dict[str, str],
+) -> SubjectAccessEntry:
+    agreement = _agreement(body)
+    agreement_id = agreement.id if agreement is not None and agreement.id else "?"
+    end_date = _parse_date(body.get("end_date"))
+    kind = row.kind
+    if kind in ("signal_match", "signal_match_refused"):
+        oins = [o for o in body.get("agencies") or () if isinstance(o, str)]
+        first, second = [*oins, None, None][:2]
+        if kind == "signal_match":
+            en = (
+                f"{_name(first, names)} and {_name(second, names)} were told of each other's "
+                f"involvement (agreement {agreement_id})"
+            )
+            nl = (
+                f"{_naam(first, names)} en {_naam(second, names)} zijn op de hoogte gebracht "
+                f"van elkaars betrokkenheid (convenant {agreement_id})"
+            )
+        else:
+            en = (
+                f"{_name(first, names)} and {_name(second, names)} were not told of each other: "
+                f"agreement {agreement_id} did not allow it"
+            )
+            nl = (
+                f"{_naam(first, names)} en {_naam(second, names)} zijn niet van elkaar op de "
+                f"hoogte gebracht: convenant {agreement_id} stond dat niet toe"
+            )
+        return SubjectAccessEntry(
+            seq=row.seq,
+            time=time,
+            kind=kind,
+            concerns=concerns,
+            agreement=agreement,
+            outcome=body.get("outcome"),
+            reason_text=en,
+            reason_text_nl=nl,
+            released=False,
+            agencies=_refs(oins, names),
+        )
+    agency = body.get("agency")
+    if kind == "signal_registered":
+        en = (
+            f"{_name(agency, names)} registered that it is involved with you "
+            f"(agreement {agreement_id}, until {_day(end_date)})"
+        )
+        nl = (
+            f"{_naam(agency, names)} heeft gemeld dat zij bij u betrokken is "
+            f"(convenant {agreement_id}, tot en met {_day(end_date)})"
+        )
+    elif kind == "signal_withdrawn":
+        en = f"{_name(agency, names)} withdrew its registration of involvement"
+        nl = f"{_naam(agency, names)} heeft de melding van betrokkenheid ingetrokken"
+    else:
+        en = f"The registration of involvement by {_name(agency, names)} ended (expired)"
+        nl = f"De melding van betrokkenheid van {_naam(agency, names)} is verlopen"
+    return SubjectAccessEntry(
+        seq=row.seq,
+        time=time,
+        kind=kind,
+        concerns=concerns,
+        agreement=agreement,
+        reason_text=en,
+        reason_text_nl=nl,
+        released=False,
+        agencies=_refs([agency], names),
+        end_date=end_date,
+    )
+
+
+_ADDRESSEES: dict[str, tuple[str, str]] = {
+    "subject": ("you", "u"),
+    "authority_holders": (
+        "those with parental authority over you",
+        "degenen met gezag over u",
+    ),
+    "household_members": ("the members of your household", "de leden van uw huishouden"),
+}
+
+
+def _duty_entry(
+    row: Any,
+    body: dict[str, Any],
+    *,
+    time: datetime,
+    concerns: Concerns,
+    names: dict[str, str],
+) -> SubjectAccessEntry:
+    kind = row.kind
+    due_at = _parse_time(body.get("due_at"))
+    informed_at: datetime | None = None
+    agencies: list[AgencyRef] = []
+    elements: list[str] = []
+    agreement: AgreementRef | None = None
+    if kind == "information_duty_recorded":
+        holder = body.get("holder")
+        who_en, who_nl = _ADDRESSEES.get(str(body.get("addressee_rule")), _ADDRESSEES["subject"])
+        en = f"A duty to inform {who_en} arose: {_name(holder, names)} must do so by {_day(due_at)}"
+        nl = (
+            f"Er ontstond een plicht om {who_nl} te informeren: {_naam(holder, names)} "
+            f"moet dat doen uiterlijk {_day(due_at)}"
+        )
+        agencies = _refs([holder], names)
+        elements = [e for e in body.get("elements") or () if isinstance(e, str)]
+        agreement = _agreement(body)
+    elif kind == "information_duty_embargoed":
+        # Deliberately nothing of the embargo itself: no reason, no case reference,
+        # no investigation, no agency.
+        due_at = None
+        en = "Informing you was postponed while a safety investigation ran"
+        nl = "Het informeren is uitgesteld zolang een veiligheidsonderzoek liep"
+    elif kind == "information_duty_embargo_lifted":
+        en = f"The postponement ended: informing you is due by {_day(due_at)}"
+        nl = f"Het uitstel is beëindigd: het informeren moet uiterlijk {_day(due_at)} gebeuren"
+    else:
+        informed_at = _parse_time(body.get("informed_at"))
+        by = body.get("fulfilled_by")
+        en = f"You were informed on {_day(informed_at)} by {_name(by, names)}"
+        nl = f"U bent op {_day(informed_at)} geïnformeerd door {_naam(by, names)}"
+        agencies = _refs([by], names)
+    return SubjectAccessEntry(
+        seq=row.seq,
+        time=time,
+        kind=kind,
+        concerns=concerns,
+        purpose=body.get("purpose") if kind == "information_duty_recorded" else None,
+        agreement=agreement,
+        reason_text=en,
+        reason_text_nl=nl,
+        released=False,
+        agencies=agencies,
+        due_at=due_at,
+        informed_at=informed_at,
+        elements=elements,
+    )

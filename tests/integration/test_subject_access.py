@@ -80,10 +80,15 @@ async def test_subject_access_report(timed: Timed) -> None:
     assert len(expected) == 4
 
     report = await _report(timed, P01)
-    assert report["entry_count"] == 4 and report["household_included"]
-    assert [e["seq"] for e in report["entries"]] == [e.seq for e in expected]
-    assert {e["exchange_id"] for e in report["entries"]} == {mine["exchange_id"]}
-    by_element = {e["element"]: e for e in report["entries"]}
+    # The four decisions and the AVG art. 14 duty the release created.
+    assert report["entry_count"] == 5 and report["household_included"]
+    decisions = [e for e in report["entries"] if e["kind"] == "decision"]
+    assert [e["seq"] for e in decisions] == [e.seq for e in expected]
+    assert {e["exchange_id"] for e in decisions} == {mine["exchange_id"]}
+    (duty,) = [e for e in report["entries"] if e["kind"] == "information_duty_recorded"]
+    assert duty["agencies"] == [{"oin": AGENCIES["veilig_thuis"], "name": "Test veilig_thuis"}]
+    assert duty["reason_text"].startswith("A duty to inform you arose: Test veilig_thuis")
+    by_element = {e["element"]: e for e in decisions}
     items = {i["element"]: i for i in mine["items"]}
     bases = services.policy_set.reference.legal_bases
     for element, entry in by_element.items():
@@ -121,7 +126,9 @@ async def test_subject_access_report(timed: Timed) -> None:
     for bsn in (P10, P13):
         theirs = await _report(timed, bsn)
         assert theirs["entries"]
-        assert {e["exchange_id"] for e in theirs["entries"]} == {other["exchange_id"]}
+        assert {e["exchange_id"] for e in theirs["entries"] if e["kind"] == "decision"} == {
+            other["exchange_id"]
+        }
 
     # A time window excludes everything before it.
     later = await _report(timed, P01, since="2099-01-01T00:00:00+00:00")
@@ -132,7 +139,7 @@ async def test_subject_access_report(timed: Timed) -> None:
     assert len(audited) == 5
     first = json.loads(audited[0].entry)
     assert first["requested_by"] == AGENCIES[PRIVACY_OFFICER]
-    assert first["entries"] == 4 and first["channel"] == "api"
+    assert first["entries"] == 5 and first["channel"] == "api"
     person_key = next(e.subject_key for e in expected if e.element == "police.suspect_history_dv")
     assert audited[0].subject_key == person_key
     for e in await _entries(timed):
@@ -156,7 +163,8 @@ async def test_html_is_escaped_and_complete(timed: Timed) -> None:
     assert "<script>" not in page
     assert "Politie &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; Co" in page
     assert "Tijdstip" in page and "Time" in page and "Grondslag" in page
-    assert page.count("<tr") == 1 + len(mine["items"])
+    assert page.count("<tr") == 1 + len(mine["items"]) + 1  # and the art. 14 duty
+    assert "Er ontstond een plicht om u te informeren" in page
     for item in mine["items"]:
         assert item["element"] in page
     assert "Wet politiegegevens" in page or "art. 20" in page
@@ -211,7 +219,7 @@ async def test_cli_writes_an_audited_report(timed: Timed, tmp_path: Path) -> Non
     audited = await _entries(timed, kind="subject_access_report")
     assert len(audited) == 1
     body = json.loads(audited[0].entry)
-    assert (body["channel"], body["entries"], body["format"]) == ("cli", 4, "html")
+    assert (body["channel"], body["entries"], body["format"]) == ("cli", 5, "html")
     assert P01 not in audited[0].entry
 
 
