@@ -175,6 +175,13 @@ class ItemOut(BaseModel):
     acute_declaration_id: str | None = None
     explanation: str
     provider: ProviderOut | None = Field(default=None, description="The provider of this item")
+    source: str | None = Field(
+        default=None,
+        examples=["politie"],
+        description="Released items: the party id the value originates at (the provider's "
+        "own party, or the original source it passes on as a secondary provider; 'unknown' "
+        "when the provider named a party the broker does not know); null otherwise",
+    )
 
 
 class AgreementRef(BaseModel):
@@ -203,9 +210,9 @@ class ExchangeResponse(BaseModel):
     payload: str | None = Field(
         description=(
             "JWE compact (ECDH-ES+A256KW, A256GCM) to the requester's encryption key, "
-            "holding {exchange_id, items:[{element, subject, value}]} (several providers: "
-            "each item also names its provider {party, oin}); null when nothing was "
-            "released"
+            "holding {exchange_id, items:[{element, subject, source, value}]} (several "
+            "providers: each item also names its provider {party, oin}; boolean_only: no "
+            "source); null when nothing was released"
         )
     )
     receipt: str = Field(

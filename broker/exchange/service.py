@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -115,6 +115,23 @@ class _Item:
 # Items decided per request over all providers (the single-provider maximum, 100 x 100).
 MAX_FAN_OUT_ITEMS = 10_000
 
+# The source recorded for a released value whose adapter named a party the broker does
+# not know: the partner's text is never passed on or audited.
+UNKNOWN_SOURCE = "unknown"
+
+
+def original_source(got: FetchedItem, provider_party: str, parties: Collection[str]) -> str:
+    """The party a released value originates at: the provider's own party when its
+    adapter names no other (first-hand holder), the named party when the provider
+    passes on what it lawfully received (secondary provision) and that party is a
+    known one, else :data:`UNKNOWN_SOURCE`."""
+    source = got.source
+    if source is None or source == provider_party:
+        return provider_party
+    if isinstance(source, str) and source in parties:
+        return source
+    return UNKNOWN_SOURCE
+
 
 @dataclass(slots=True)
 class _Leg:
@@ -128,6 +145,8 @@ class _Leg:
     policy_input: PolicyInput
     decision: Decision
     statuses: list[ItemStatus] = field(default_factory=list)
+    # Per item, the party its released value originates at (None: nothing released).
+    sources: list[str | None] = field(default_factory=list)
     released: list[dict[str, Any]] = field(default_factory=list)
     records: list[AuditRecord] = field(default_factory=list)
     rows: list[Any] = field(default_factory=list)
@@ -278,7 +297,13 @@ class ExchangeService:
         )
 
         for leg, got_items in zip(legs, fetched, strict=True):
-            self._settle(leg, got_items, response_form, fan_out=fan_out)
+            self._settle(
+                leg,
+                got_items,
+                response_form,
+                fan_out=fan_out,
+                parties=self.policy_set.reference.parties,
+            )
             leg.records, leg.rows = self._records(
                 principal=principal,
                 requester=requester,
@@ -290,6 +315,7 @@ class ExchangeService:
                 policy_input=leg.policy_input,
                 items=leg.items,
                 statuses=leg.statuses,
+                sources=leg.sources,
                 now=now,
                 answers=self._answers(response_form, leg.released),
                 fan_out_id=exchange_id if fan_out else None,
@@ -343,23 +369,39 @@ class ExchangeService:
         response_form: ResponseForm,
         *,
         fan_out: bool,
+        parties: Collection[str],
     ) -> None:
         """The part's status per item and its released values (a fan-out names the
-        provider with each value)."""
+        provider with each value; every value but a yes/no answer names its original
+        ``source``, which the response items and the audit entry always carry)."""
         boolean = response_form is ResponseForm.BOOLEAN_ONLY
         for item, decided in zip(leg.items, leg.decision.items, strict=True):
             if not decided.allowed:
                 leg.statuses.append(ItemStatus.DENIED)
+                leg.sources.append(None)
                 continue
             got = fetched.get((item.element, item.bsn))
             status = got.status if got else ItemStatus.UNAVAILABLE
             leg.statuses.append(status)
-            if got is not None and status is ItemStatus.RELEASED:
-                out: dict[str, Any] = {"element": item.element, "subject": item.bsn}
-                if fan_out:
-                    out["provider"] = {"party": leg.provider.party_type, "oin": leg.provider.oin}
-                out["value"] = bool(got.value) if boolean else got.value
-                leg.released.append(out)
+            if got is None or status is not ItemStatus.RELEASED:
+                leg.sources.append(None)
+                continue
+            source = original_source(got, leg.provider.party_type, parties)
+            if source == UNKNOWN_SOURCE:
+                # Logged without the adapter's text: it may hold anything.
+                log.warning(
+                    "exchange.unknown_source",
+                    element=item.element,
+                    provider=leg.provider.party_type,
+                )
+            leg.sources.append(source)
+            out: dict[str, Any] = {"element": item.element, "subject": item.bsn}
+            if fan_out:
+                out["provider"] = {"party": leg.provider.party_type, "oin": leg.provider.oin}
+            if not boolean:  # a yes/no answer stays {element, subject, value}
+                out["source"] = source
+            out["value"] = bool(got.value) if boolean else got.value
+            leg.released.append(out)
 
     async def _receipt(
         self,
@@ -689,11 +731,16 @@ class ExchangeService:
         items: list[_Item],
         statuses: list[ItemStatus],
         now: Any,
+        sources: list[str | None] | None = None,
         answers: list[dict[str, Any]] | None = None,
         fan_out_id: str | None = None,
     ) -> tuple[list[AuditRecord], list[Any]]:
         """The audit records and rows of one provider's part. ``fan_out_id``: the id of
-        the exchange that asked several providers, of which this part is one."""
+        the exchange that asked several providers, of which this part is one. Each
+        released item of the ``release`` entry names its original ``source`` party
+        (``sources``, per item): the provider's own party id when it holds the value
+        first-hand."""
+        per_item = sources if sources is not None else [None] * len(items)
         common: dict[str, Any] = {
             "request_id": request_id,
             "trace_id": current_trace_id(),
@@ -718,7 +765,9 @@ class ExchangeService:
         released_items: list[dict[str, Any]] = []
         # The consent records as the request's one snapshot had them.
         consent_states = {c.id: _consent_state(c) for c in policy_input.consents}
-        for item, decided, status in zip(items, decision.items, statuses, strict=True):
+        for item, decided, status, source in zip(
+            items, decision.items, statuses, per_item, strict=True
+        ):
             body = dict(
                 common,
                 subject=item.key,
@@ -744,9 +793,14 @@ class ExchangeService:
                 )
             )
             if decided.allowed:
-                released_items.append(
-                    {"subject": item.key, "element": item.element, "status": status.value}
-                )
+                released_item = {
+                    "subject": item.key,
+                    "element": item.element,
+                    "status": status.value,
+                }
+                if source is not None:
+                    released_item["source"] = source
+                released_items.append(released_item)
         if released_items:
             records.append(
                 AuditRecord(
@@ -895,10 +949,11 @@ class ExchangeService:
                 provider=ProviderOut.model_construct(
                     party=leg.provider.party_type, oin=leg.provider.oin
                 ),
+                source=source,
             )
             for leg in legs
-            for item, decided, status in zip(
-                leg.items, leg.decision.items, leg.statuses, strict=True
+            for item, decided, status, source in zip(
+                leg.items, leg.decision.items, leg.statuses, leg.sources, strict=True
             )
         ]
         decision = legs[0].decision
