@@ -225,7 +225,9 @@ async def test_cli_search_and_exports(timed: Timed, tmp_path: Path) -> None:
     # Every search and export is audited with the pseudonym, never the BSN.
     async with db.session() as session:
         audited = (
-            await session.scalars(select(AuditEntry).where(AuditEntry.kind == "audit_search"))
+            await session.scalars(
+                select(AuditEntry).where(AuditEntry.kind == "audit_search").order_by(AuditEntry.seq)
+            )
         ).all()
     assert len(audited) == 5
     assert all(P01 not in a.entry for a in audited)

@@ -93,8 +93,20 @@ def gm_arrears(world: World, person: Person) -> Answer:
 
 
 def gm_debt_trajectory(world: World, person: Person) -> Answer:
-    if _debts(person) < 2:
+    debts = _debts(person)
+    if debts == 0:
         return None
+    if debts == 1:  # after an early-warning signal the municipality offers help (Wgs)
+        arrears = gm_arrears(world, person)
+        assert isinstance(arrears, list)
+        return {
+            "fase": "EERSTE_GESPREK_AANGEBODEN",
+            "sinds": "2026-04-14",
+            "schuldenlast": {
+                "totaal_eur": sum(a["bedrag"] for a in arrears),
+                "aantal_schuldeisers": len(arrears),
+            },
+        }
     return {
         "fase": "PLAN_VAN_AANPAK",
         "sinds": "2026-05-01",
