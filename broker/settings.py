@@ -56,7 +56,11 @@ class Settings(BaseSettings):
     )
     policy_dir: Path = PROJECT_ROOT / "policies"
     policy_engine: EngineKind = EngineKind.EMBEDDED
-    policy_threads: int = 2
+    policy_threads: int = Field(
+        default=2,
+        ge=0,
+        description="Threads evaluating Rego in the embedded engines (0: on the event loop)",
+    )
     policy_poll_seconds: float = Field(
         default=2.0, description="How often policy files are checked for changes (0: never)"
     )

@@ -51,7 +51,12 @@ class RegopyEngine:
     def __init__(self, policy_set: PolicySet, *, threads: int = 2) -> None:
         self._compiled = _Compiled(policy_set, compile_policy_set(policy_set))
         self._local = threading.local()
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rego")
+        # threads=0 evaluates on the event-loop thread (as the regorus engine does).
+        self._pool = (
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rego")
+            if threads > 0
+            else None
+        )
         self._closed = False
 
     @property
@@ -101,9 +106,12 @@ class RegopyEngine:
     async def decide(self, policy_input: PolicyInput) -> Decision:
         if self._closed:
             raise PolicyUnavailable("The policy engine is shut down")
+        if self._pool is None:
+            return self.decide_sync(policy_input)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.decide_sync, policy_input)
 
     async def aclose(self) -> None:
         self._closed = True
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

@@ -273,3 +273,29 @@ def test_matrix_render_and_diff_with_versions(root: Path) -> None:
     folder = root / "agreements" / AGREEMENT_ID
     code, out = _run(root, "diff", str(folder / "3.0"), str(folder / "3.1"))
     assert code == 1 and HOUSE_BAN in out
+
+
+def test_regopy_without_threads_decides_on_the_event_loop(policy_set: PolicySet) -> None:
+    """BROKER_POLICY_THREADS=0: both embedded engines evaluate on the caller's thread."""
+    engine = RegopyEngine(policy_set, threads=0)
+    policy_input = build_input(
+        policy_set,
+        agreement_id=AGREEMENT_ID,
+        purpose_id=PURPOSE,
+        recipient="veilig_thuis",
+        elements=ELEMENTS,
+        context={"vt_case_status": "veiligheidsbeoordeling"},
+        moment=datetime.combine(date(2026, 5, 28), time(12), DUTCH),
+    )
+
+    async def decide() -> Decision:
+        try:
+            return await engine.decide(policy_input)
+        finally:
+            await engine.aclose()
+
+    decided = asyncio.run(decide())
+    assert _reasons(decided) == _reasons(
+        RegopyEngine(policy_set, threads=1).decide_sync(policy_input)
+    )
+    assert any(i.reason.outcome.value == "allow" for i in decided.items)

@@ -137,3 +137,9 @@ def test_pkcs11_backend_needs_module_token_and_pin() -> None:
     with pytest.raises(ValidationError):
         settings(pkcs11_key_label="a/b")  # "/" separates the label from the key's time
     assert settings().key_backend == "file"
+
+
+def test_policy_threads_must_not_be_negative() -> None:
+    assert settings(policy_threads=0).policy_threads == 0
+    with pytest.raises(ValidationError, match="policy_threads"):
+        settings(policy_threads=-1)
