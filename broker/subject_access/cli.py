@@ -131,6 +131,15 @@ def subject_command(
     else:
         out_path.write_bytes(data)
         click.echo(f"{report.entry_count} entries written to {out_path}", err=True)
+    if report.withheld_entries:
+        # For the officer (stderr), never in the report the person receives.
+        until = report.withheld_until.isoformat() if report.withheld_until else "?"
+        click.echo(
+            f"{report.withheld_entries} entries withheld: informing the person about their "
+            f"exchange is postponed while a safety investigation runs (at most until {until}); "
+            "produce the report again once the postponement ends",
+            err=True,
+        )
 
 
 SEARCH_KIND = "audit_search"

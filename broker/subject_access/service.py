@@ -10,8 +10,16 @@ indexed ``subject_key`` column and the release entries through the indexed
 Household records (elements whose subject is a household) concern every member
 of the household; they are listed too and marked ``concerns = "household"``.
 
+While informing the person is postponed for a running safety investigation
+(an embargo on the AVG art. 14 duty, AVG art. 23 jo. UAVG art. 41), the entries of
+that exchange about the person are left out of the report, which would otherwise
+tell the person what the postponement keeps back. The report states, for the
+privacy officer, how many entries were withheld and until when the embargo can
+run at most; the HTML and PDF given to the person do not.
+
 Every report generated is itself audited (kind ``subject_access_report``) with
-the pseudonym, the requesting privacy officer and the number of entries.
+the pseudonym, the requesting privacy officer and the number of entries listed
+and withheld.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from broker.core.errors import ErrorCode, Forbidden, InvalidRequest
 from broker.core.protocols import SubjectRegister
 from broker.crypto.keys import Pseudonymizer
 from broker.db.session import Database
+from broker.information_duties.models import DutyEmbargo, InformationDuty
 from broker.reference import ReferenceData
 
 log = structlog.get_logger("subject_access")
@@ -200,6 +209,18 @@ class SubjectAccessReport(_Out):
     household_included: bool = Field(description="Whether the household's records were looked up")
     entry_count: int
     entries: list[SubjectAccessEntry]
+    withheld_entries: int = Field(
+        default=0,
+        description="For the privacy officer, not the person: entries left out because "
+        "informing the person about their exchange is postponed while a safety "
+        "investigation runs (AVG art. 23 jo. UAVG art. 41). Produce the report again "
+        "once the postponement ends.",
+    )
+    withheld_until: datetime | None = Field(
+        default=None,
+        description="For the privacy officer: the latest time a postponement behind the "
+        "withheld entries lapses (it ends earlier when the investigation ends)",
+    )
 
 
 def check_bsn(bsn: str) -> str:
@@ -269,6 +290,7 @@ class SubjectAccessService:
                         "channel": channel,
                         "format": output_format,
                         "entries": report.entry_count,
+                        "withheld": report.withheld_entries,
                         "household_included": report.household_included,
                         "since": since.isoformat() if since else None,
                         "until": until.isoformat() if until else None,
@@ -316,6 +338,10 @@ class SubjectAccessService:
         async with self._db.session() as session:
             rows = (await session.execute(stmt.order_by(AuditEntry.seq))).all()
             bodies = [(r, orjson.loads(r.entry)) for r in rows]
+            embargoed = await self._embargoed(session, list(keys), now)
+            listed = [(r, b) for r, b in bodies if _exchange_of(r, b) not in embargoed]
+            withheld = len(bodies) - len(listed)
+            bodies = listed
             exchange_ids = sorted({r.exchange_id for r, _ in bodies if r.exchange_id})
             releases = await self._releases(session, exchange_ids)
             oins = {
@@ -357,7 +383,32 @@ class SubjectAccessService:
             household_included=record is not None and bool(record.household_id),
             entry_count=len(entries),
             entries=entries,
+            withheld_entries=withheld,
+            withheld_until=max(embargoed.values()) if withheld else None,
         )
+
+    @staticmethod
+    async def _embargoed(
+        session: Any, keys: list[str], now: datetime
+    ) -> dict[tuple[str, str], datetime]:
+        """(exchange, subject key) -> when its embargo lapses at the latest, for
+        the person's duties under an embargo that is in force at ``now``."""
+        stmt = (
+            select(InformationDuty.exchange_id, InformationDuty.subject_key, DutyEmbargo.lapses_at)
+            .join(DutyEmbargo, DutyEmbargo.id == InformationDuty.embargo_id)
+            .where(
+                InformationDuty.subject_key.in_(keys),
+                InformationDuty.status == "embargoed",
+                DutyEmbargo.lifted_at.is_(None),
+                DutyEmbargo.lapses_at > now,
+            )
+        )
+        out: dict[tuple[str, str], datetime] = {}
+        for exchange_id, subject_key, lapses_at in (await session.execute(stmt)).all():
+            lapses = lapses_at if lapses_at.tzinfo else lapses_at.replace(tzinfo=UTC)
+            pair = (str(exchange_id), str(subject_key))
+            out[pair] = max(lapses, out.get(pair, lapses))
+        return out
 
     @staticmethod
     async def _releases(session: Any, exchange_ids: list[str]) -> dict[tuple[str, str, str], str]:
@@ -452,6 +503,13 @@ class SubjectAccessService:
             released=status == "released",
             release_status=status,
         )
+
+
+def _exchange_of(row: Any, body: dict[str, Any]) -> tuple[str, str]:
+    """The (exchange, subject key) an entry belongs to ("" when it has no exchange):
+    decisions carry the exchange in the indexed column, duty entries in ``exchange``."""
+    exchange = row.exchange_id or body.get("exchange")
+    return (exchange if isinstance(exchange, str) else "", str(row.subject_key))
 
 
 # ---------------------------------------------------------------- signals and duties

@@ -191,3 +191,51 @@ async def test_signals_and_information_duties_in_the_childs_report(timed: Timed)
     assert [e["kind"] for e in ruben if e["kind"] in SIGNAL_KINDS + DUTY_KINDS] == [
         "information_duty_recorded"
     ]
+
+
+async def test_entries_under_an_embargo_are_withheld_until_it_ends(timed: Timed) -> None:
+    """While informing Noor's parents is postponed for a safety investigation, her
+    report leaves out that exchange's entries about her (they would tell what the
+    postponement keeps back) and tells the officer so; Ruben's report, whose own
+    duty is not postponed, keeps them. Ending the investigation brings them back."""
+    before = {e["seq"] for e in (await _report(timed, P03)).json()["entries"]}
+    exchange = await timed.exchange(VT, CARE_REPORT)
+    listed = await timed.call(VT, "GET", f"{DUTIES}?exchange_id={exchange['exchange_id']}")
+    duty = {d["addressee_rule"]: d for d in listed.json()}["authority_holders"]
+    full = (await _report(timed, P03)).json()
+    ours = [e for e in full["entries"] if e["seq"] not in before]
+    assert ours and full["withheld_entries"] == 0 and full["withheld_until"] is None
+    assert {e["exchange_id"] for e in ours if e["kind"] == "decision"} == {
+        exchange["exchange_id"]
+    }
+
+    timed.clock.now = RELEASED_AT + timedelta(days=1)
+    embargo = {"reason": REASON, "investigation_reference": CASE}
+    set_ = await timed.call(VT, "POST", f"{DUTIES}/{duty['id']}/embargo", embargo)
+    assert set_.status_code == 200, set_.text
+    lapses_at = set_.json()["embargo"]["lapses_at"]
+
+    during = (await _report(timed, P03)).json()
+    seqs = {e["seq"] for e in during["entries"]}
+    assert not seqs - before, "no entry of the postponed exchange is listed"
+    # The embargo's own entry is withheld too: it is one of the exchange's entries.
+    assert during["withheld_entries"] == len(ours) + 1
+    assert during["entry_count"] == len(during["entries"]) == len(before)
+    assert during["withheld_until"] is not None
+    assert during["withheld_until"].replace("Z", "+00:00") == lapses_at.replace("Z", "+00:00")
+    for output in ("html", "pdf"):
+        text = (await _report(timed, P03, output)).content
+        assert b"withheld" not in text.lower() and b"achtergehouden" not in text.lower()
+    # Ruben's duty in the same exchange is not postponed: his entries stay listed.
+    ruben = (await _report(timed, P01)).json()
+    assert ruben["withheld_entries"] == 0
+    assert exchange["exchange_id"] in {e["exchange_id"] for e in ruben["entries"]}
+
+    ended = await timed.call(VT, "POST", f"/v1/safety-investigations/{CASE}/end")
+    assert ended.status_code == 200, ended.text
+    after = (await _report(timed, P03)).json()
+    assert after["withheld_entries"] == 0 and after["withheld_until"] is None
+    kinds = [e["kind"] for e in after["entries"] if e["seq"] not in before]
+    assert kinds[: len(ours)] == [e["kind"] for e in ours]
+    assert "information_duty_embargoed" in kinds and "information_duty_embargo_lifted" in kinds
+    assert not any(s in json.dumps(after) for s in SECRETS)
