@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from adapters._http import FatalError, client_span
 from adapters.sdk.calls import Call, CallEnd, CallFailed, ResilientHttp
+from broker.core.clock import dutch_date
 from broker.core.protocols import FetchedItem, FetchItem, FetchRequest
 from broker.core.types import ItemStatus, ResponseForm
 
@@ -62,9 +63,13 @@ def _codes(concepts: Any) -> list[str]:
     ]
 
 
-def _episode_involvement(resources: list[_Json], _patient: _Json, params: Mapping[str, Any]) -> Any:
+def _episode_involvement(
+    resources: list[_Json], _patient: _Json, params: Mapping[str, Any], as_of: date
+) -> Any:
+    """Involvement in an episode of care that is still running on ``as_of``, the
+    request's date."""
     settings = list(params.get("settings") or ())
-    today = date.today().isoformat()  # noqa: DTZ011 - a calendar date, not a moment
+    today = as_of.isoformat()
     matches: list[tuple[str, str | None]] = []
     for episode in resources:
         if episode.get("status") not in ("active", "onhold", "waitlist"):
@@ -89,7 +94,9 @@ def _phone(telecom: Any) -> str | None:
     return str(phones[0]["value"]) if phones else None
 
 
-def _care_team_contact(resources: list[_Json], _patient: _Json, _params: Mapping[str, Any]) -> Any:
+def _care_team_contact(
+    resources: list[_Json], _patient: _Json, _params: Mapping[str, Any], _as_of: date
+) -> Any:
     for team in resources:
         if team.get("status") not in (None, "active", "proposed", "suspended"):
             continue
@@ -115,7 +122,7 @@ def _care_team_contact(resources: list[_Json], _patient: _Json, _params: Mapping
 
 
 def _general_practitioner(
-    _resources: list[_Json], patient: _Json, _params: Mapping[str, Any]
+    _resources: list[_Json], patient: _Json, _params: Mapping[str, Any], _as_of: date
 ) -> Any:
     contained = {str(r.get("id")): r for r in patient.get("contained") or ()}
     for gp in patient.get("generalPractitioner") or ():
@@ -137,7 +144,9 @@ _CLINICAL_STATUS = {
 }
 
 
-def _condition_code(resources: list[_Json], _patient: _Json, params: Mapping[str, Any]) -> Any:
+def _condition_code(
+    resources: list[_Json], _patient: _Json, params: Mapping[str, Any], _as_of: date
+) -> Any:
     systems: Mapping[str, str] = params.get("code_systems") or {}
     best: tuple[int, _Json] | None = None
     for condition in resources:
@@ -166,7 +175,9 @@ def _condition_code(resources: list[_Json], _patient: _Json, params: Mapping[str
     return best[1] if best else None
 
 
-def _medication_list(resources: list[_Json], _patient: _Json, _params: Mapping[str, Any]) -> Any:
+def _medication_list(
+    resources: list[_Json], _patient: _Json, _params: Mapping[str, Any], _as_of: date
+) -> Any:
     out: list[dict[str, Any]] = []
     for statement in resources:
         if statement.get("status") not in ("active", "intended", "on-hold"):
@@ -183,7 +194,8 @@ def _medication_list(resources: list[_Json], _patient: _Json, _params: Mapping[s
     return out or None
 
 
-_Derivation = Callable[[list[_Json], _Json, Mapping[str, Any]], Any]
+# (resources, patient, params, the request's date) -> value or None.
+_Derivation = Callable[[list[_Json], _Json, Mapping[str, Any], date], Any]
 _DERIVATIONS: dict[str, _Derivation] = {
     "episode_involvement": _episode_involvement,
     "care_team_contact": _care_team_contact,
@@ -204,8 +216,8 @@ class ElementMapping:
     boolean: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
 
-    def value(self, resources: list[_Json], patient: _Json) -> Any:
-        return _DERIVATIONS[self.derive](resources, patient, self.params)
+    def value(self, resources: list[_Json], patient: _Json, as_of: date) -> Any:
+        return _DERIVATIONS[self.derive](resources, patient, self.params, as_of)
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,7 +484,8 @@ class FhirAdapter:
             return _item(item, ItemStatus.UNAVAILABLE)
         resources = [patient] if rule.resource == "Patient" else got.resources
         try:
-            value = rule.value(resources, patient)
+            as_of = call.request.request_date or dutch_date(datetime.now(UTC))
+            value = rule.value(resources, patient, as_of)
         except Exception as exc:  # noqa: BLE001 - odd but valid data: this item only
             _log.error(
                 "fhir_mapping_error",

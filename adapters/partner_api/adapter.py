@@ -202,6 +202,7 @@ def _request_body(request: FetchRequest, items: list[FetchItem]) -> dict[str, An
         "purpose_id": request.purpose_id,
         "recipient_party": request.recipient_party,
         "response_form": request.response_form.value,
+        "request_date": request.request_date.isoformat() if request.request_date else None,
         "items": [
             {"element": i.element, "subject": {"bsn": i.bsn, "kind": i.subject_kind.value}}
             for i in items

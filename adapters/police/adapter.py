@@ -18,14 +18,14 @@ MAPPING_PATH = Path(__file__).with_name("mapping.yaml")
 
 
 def suspect_history(
-    records: list[dict[str, Any]], params: Mapping[str, Any], bsn: str, today: date | None = None
+    records: list[dict[str, Any]], params: Mapping[str, Any], bsn: str, as_of: date
 ) -> dict[str, Any] | None:
     """``police.suspect_history_dv``: count, last date and types of the incidents in which
-    ``bsn`` is registered as suspect within the look-back period (None: none)."""
+    ``bsn`` is registered as suspect within the look-back period before ``as_of``, the
+    request's date (None: none)."""
     years = int(params.get("lookback_years", 5))
     types: Mapping[str, str] = params.get("types") or {}
-    now = today or date.today()  # noqa: DTZ011 - a calendar date
-    since = date(now.year - years, now.month, min(now.day, 28))
+    since = date(as_of.year - years, as_of.month, min(as_of.day, 28))
     dates: list[str] = []
     found: list[str] = []
     for incident in records:

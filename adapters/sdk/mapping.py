@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,9 @@ DEFAULT_CATALOGUE_PATH = (
 
 # A field transform: the source value -> the catalogue value (may raise: item unavailable).
 Transform = Callable[[Any], Any]
-# An element derivation: (matching records, params, subject bsn) -> value or None.
-Derivation = Callable[[list[dict[str, Any]], Mapping[str, Any], str], Any]
+# An element derivation: (matching records, params, subject bsn, the request's date)
+# -> value or None. Periods counted back are counted from the request's date.
+Derivation = Callable[[list[dict[str, Any]], Mapping[str, Any], str, date], Any]
 
 SELECTIONS = ("single", "latest", "earliest", "all", "exists", "count")
 _TOP_KEYS = {"schema_version", "source", "resources", "elements"}

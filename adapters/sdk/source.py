@@ -30,7 +30,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -49,6 +49,7 @@ from adapters.sdk.mapping import (
     Transform,
     load_source_mapping,
 )
+from broker.core.clock import dutch_date
 from broker.core.protocols import FetchedItem, FetchItem, FetchRequest
 from broker.core.types import ItemStatus, ResponseForm
 
@@ -220,6 +221,7 @@ class MappedRestAdapter:
             )
         if groups:
             boolean_only = request.response_form is ResponseForm.BOOLEAN_ONLY
+            as_of = request.request_date or dutch_date(datetime.now(UTC))
 
             async def work(call: Call) -> None:
                 await asyncio.gather(
@@ -231,6 +233,7 @@ class MappedRestAdapter:
                             items=items,
                             results=results,
                             boolean_only=boolean_only,
+                            as_of=as_of,
                         )
                         for (bsn, resource), items in groups.items()
                     )
@@ -251,6 +254,7 @@ class MappedRestAdapter:
         items: list[FetchItem],
         results: dict[_Key, FetchedItem],
         boolean_only: bool,
+        as_of: date,
     ) -> None:
         resource = self.mapping.resources[resource_name]
         rules = [self.mapping.elements[i.element] for i in items]
@@ -263,7 +267,7 @@ class MappedRestAdapter:
             return
         for item, rule in zip(items, rules, strict=True):
             results[(item.element, item.bsn)] = self._answer(
-                call, item, rule, records, boolean_only=boolean_only
+                call, item, rule, records, boolean_only=boolean_only, as_of=as_of
             )
 
     async def _records(
@@ -321,12 +325,13 @@ class MappedRestAdapter:
         records: list[_Record] | None,
         *,
         boolean_only: bool,
+        as_of: date,
     ) -> FetchedItem:
         if records is None:  # the source does not know the subject
             value: Any = None
         else:
             try:
-                value = self._value(rule, records, item.bsn)
+                value = self._value(rule, records, item.bsn, as_of)
             except Exception as exc:  # noqa: BLE001 - odd but valid data: this item only
                 _log.error(
                     f"{self.kind}_mapping_error",
@@ -348,7 +353,7 @@ class MappedRestAdapter:
             return _item(item, ItemStatus.NOT_FOUND)
         return _item(item, ItemStatus.RELEASED, value, rule.source)
 
-    def _value(self, rule: ElementRule, records: list[_Record], bsn: str) -> Any:
+    def _value(self, rule: ElementRule, records: list[_Record], bsn: str, as_of: date) -> Any:
         matching = [r for r in records if _matches(r, rule.where)]
         if rule.select == "exists":
             return bool(matching)
@@ -361,7 +366,7 @@ class MappedRestAdapter:
             matching = present + [r for r in matching if read_path(r, order) is None]
         chosen = matching if rule.select == "all" else matching[:1]
         if rule.derive is not None:  # a derivation sees every matching record, in order
-            value = self._derivations[rule.derive](matching, rule.params, bsn)
+            value = self._derivations[rule.derive](matching, rule.params, bsn, as_of)
         elif not chosen:
             value = None
         elif rule.select == "all":

@@ -49,6 +49,10 @@ class FetchRequest:
     response_form: ResponseForm
     items: tuple[FetchItem, ...]
     context: dict[str, Any] = field(default_factory=dict)
+    # The request's calendar date in the Netherlands, the date the decision was
+    # taken on: periods a source looks back over count from it (None: the
+    # adapter's own today).
+    request_date: date | None = None
 
 
 @dataclass(frozen=True, slots=True)

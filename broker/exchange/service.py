@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -291,6 +291,7 @@ class ExchangeService:
                     exchange_id=leg.exchange_id,
                     request_id=request_id,
                     requester=requester,
+                    request_date=leg.policy_input.request_date,
                 )
                 for leg in legs
             )
@@ -657,6 +658,7 @@ class ExchangeService:
         exchange_id: str,
         request_id: str,
         requester: AgencyView,
+        request_date: date,
     ) -> dict[tuple[str, str], FetchedItem]:
         allowed = [
             FetchItem(element=i.element, bsn=i.bsn, subject_kind=i.kind)
@@ -676,6 +678,7 @@ class ExchangeService:
             recipient_party=requester.party_type,
             response_form=decision.obligations.response_form,
             items=tuple(allowed),
+            request_date=request_date,
         )
         asked = {(a.element, a.bsn) for a in allowed}
         try:

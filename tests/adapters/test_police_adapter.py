@@ -172,6 +172,33 @@ async def test_slow_source_times_out(police: SourceSim, bsn: dict[str, str]) -> 
     await check_slow(PoliceAdapter, police, [("police.dv_incident", bsn["P01"], P)])
 
 
+async def test_history_looks_back_from_the_request_date(
+    adapter: PoliceAdapter, police: SourceSim, bsn: dict[str, str]
+) -> None:
+    """The five years count back from the date the exchange was decided on (the
+    request's date), not from the day the adapter happens to run."""
+    from dataclasses import replace
+    from datetime import date
+
+    items = [("police.suspect_history_dv", bsn["P01"], P)]
+    key = ("police.suspect_history_dv", bsn["P01"])
+    on = {
+        day: by_key(await adapter.fetch(police.url, replace(request(items), request_date=day)))[
+            key
+        ].value
+        for day in (date(2026, 5, 28), date(2028, 9, 1), date(2031, 3, 15))
+    }
+    assert on[date(2026, 5, 28)]["count"] == 3
+    # 2023-08-19 lies more than five years before 1 September 2028.
+    assert on[date(2028, 9, 1)] == {
+        "lookback_years": 5,
+        "count": 2,
+        "last_date": "2026-03-14",
+        "types": ["mishandeling", "bedreiging"],
+    }
+    assert on[date(2031, 3, 15)] is None  # all three lie more than five years back
+
+
 def test_suspect_history_looks_back_five_years() -> None:
     from datetime import date
 
