@@ -71,6 +71,8 @@ _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 STATUSES = ("draft", "active", "suspended", "expired", "superseded")
 CONSENT_MODES = ("required", "not_required_with_basis", "required_unless_acute_danger")
 RESPONSE_FORMS = ("full", "boolean_only")
+PRIOR_ANSWER_FIELDS = ("purpose", "element", "window_hours")
+MAX_PRIOR_ANSWER_HOURS = 24 * 366  # a year
 AGE_BANDS = ("age_0_11", "age_12_15", "age_16_17", "age_18_plus")
 CONSENT_GIVERS = ("child", "all_authority_holders", "any_authority_holder", "subject")
 MAX_REPORTED = 20
@@ -802,6 +804,82 @@ class _AgreementChecker:
                 )
         if "information_duty" in fields:
             self._information_duty(fields["information_duty"][1], f"{where}.information_duty")
+        if "prior_answer" in fields:
+            self._prior_answer(fields["prior_answer"][1], f"{where}.prior_answer")
+
+    # ------------------------------------------------------------ prior answers
+    def _prior_answer(self, node: Node, where: str) -> None:
+        """``prior_answer: {purpose, element, window_hours}``: the earlier boolean
+        answer (of a yes/no-only purpose of this agreement) the broker looks up
+        in its own records for the precondition that needs it."""
+        doc = self.doc
+        fields = doc.mapping(node, where)
+        if fields is None:
+            return
+        doc.require(fields, node, where, PRIOR_ANSWER_FIELDS)
+        for key, (key_node, _) in fields.items():
+            if key not in PRIOR_ANSWER_FIELDS:
+                doc.add(
+                    key_node,
+                    f"{where}: unknown field '{key}' (expected {_listing(PRIOR_ANSWER_FIELDS)})",
+                )
+        outline = self._purpose_outline()
+        forms = self._response_forms()
+        purpose: str | None = None
+        if "purpose" in fields:
+            value_node = fields["purpose"][1]
+            purpose = doc.text(value_node, f"{where}.purpose")
+            if purpose is not None and purpose not in outline:
+                doc.add(
+                    value_node, f"{where}.purpose: unknown purpose '{purpose}' of this agreement"
+                )
+                purpose = None
+            elif purpose is not None and forms.get(purpose) != "boolean_only":
+                doc.add(
+                    value_node,
+                    f"{where}.purpose: '{purpose}' is not answered yes/no only "
+                    "(response_form: boolean_only), so it leaves no answer to look up",
+                )
+        if "element" in fields:
+            value_node = fields["element"][1]
+            element = doc.text(value_node, f"{where}.element")
+            known = element is not None and self._known(
+                value_node, f"{where}.element", element, self.ref.elements, "element"
+            )
+            released = purpose is None or any(
+                element in whitelist for whitelist in outline[purpose][2].values()
+            )
+            if known and not released:
+                doc.add(
+                    value_node,
+                    f"{where}.element: '{element}' is not released under purpose '{purpose}'",
+                )
+        if "window_hours" in fields:
+            value_node = fields["window_hours"][1]
+            hours = doc.value(value_node)
+            if isinstance(hours, bool) or not isinstance(hours, int | float):
+                doc.wrong(value_node, f"{where}.window_hours", "a number of hours")
+            elif not 0 < hours <= MAX_PRIOR_ANSWER_HOURS:
+                doc.add(
+                    value_node,
+                    f"{where}.window_hours: expected more than 0 and at most "
+                    f"{MAX_PRIOR_ANSWER_HOURS} hours, got {hours}",
+                )
+
+    def _response_forms(self) -> dict[str, str]:
+        """Purpose id -> its response_form (default full), read without reporting."""
+        doc = self.doc
+        node = self.fields.get("purposes", (None, None))[1]
+        out: dict[str, str] = {}
+        for entry in node.value if isinstance(node, SequenceNode) else []:
+            if not isinstance(entry, MappingNode):
+                continue
+            fields = {str(doc.value(k)): v for k, v in entry.value}
+            pid = doc.value(fields["id"]) if "id" in fields else None
+            form = doc.value(fields["response_form"]) if "response_form" in fields else "full"
+            if isinstance(pid, str):
+                out[pid] = str(form)
+        return out
 
     # ------------------------------------------------------------ AVG art. 14
     def _information_duty(self, node: Node, where: str) -> None:

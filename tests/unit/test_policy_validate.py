@@ -1078,3 +1078,60 @@ def test_check_command_lists_every_version(root: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "agr-ggz-vt-kindcheck v1.0:" in result.output
     assert "agr-ggz-vt-kindcheck v2.0:" in result.output
+
+
+PRIOR = "prior_answer: {purpose: kindcheck_bekendheid, element: vt.report_exists, window_hours: 24}"
+PRIOR_WHERE = "purposes[kindcheck_contact_professional].prior_answer"
+
+
+@pytest.mark.parametrize(
+    ("new", "message"),
+    [
+        (
+            "prior_answer: {purpose: kindcheck_elders, element: vt.report_exists, "
+            "window_hours: 24}",
+            f"{PRIOR_WHERE}.purpose: unknown purpose 'kindcheck_elders' of this agreement",
+        ),
+        (
+            "prior_answer: {purpose: kindcheck_contact_professional, element: vt.contact_person, "
+            "window_hours: 24}",
+            f"{PRIOR_WHERE}.purpose: 'kindcheck_contact_professional' is not answered yes/no only "
+            "(response_form: boolean_only), so it leaves no answer to look up",
+        ),
+        (
+            "prior_answer: {purpose: kindcheck_bekendheid, element: vt.contact_person, "
+            "window_hours: 24}",
+            f"{PRIOR_WHERE}.element: 'vt.contact_person' is not released under purpose "
+            "'kindcheck_bekendheid'",
+        ),
+        (
+            "prior_answer: {purpose: kindcheck_bekendheid, element: vt.report_exist, "
+            "window_hours: 24}",
+            f"{PRIOR_WHERE}.element: unknown element 'vt.report_exist'",
+        ),
+        (
+            "prior_answer: {purpose: kindcheck_bekendheid, element: vt.report_exists, "
+            "window_hours: 0}",
+            f"{PRIOR_WHERE}.window_hours: expected more than 0 and at most 8784 hours, got 0",
+        ),
+        (
+            "prior_answer: {purpose: kindcheck_bekendheid, element: vt.report_exists, "
+            "window_hours: a day}",
+            f"{PRIOR_WHERE}.window_hours: expected a number of hours, got a string",
+        ),
+        (
+            "prior_answer: {purpose: kindcheck_bekendheid, element: vt.report_exists}",
+            f"{PRIOR_WHERE}: missing required field 'window_hours'",
+        ),
+        (
+            "prior_answer: {purpose: kindcheck_bekendheid, element: vt.report_exists, "
+            "window_hours: 24, agency: same}",
+            f"{PRIOR_WHERE}: unknown field 'agency' (expected purpose, element, window_hours)",
+        ),
+    ],
+)
+def test_prior_answer_block(root: Path, new: str, message: str) -> None:
+    """The earlier answer a precondition needs must be one the broker records: a
+    yes/no-only purpose of the same agreement and an element it releases."""
+    edit(root, K, PRIOR, new)
+    assert problems(root) == [at(root, K, "prior_answer:", message)]
