@@ -205,9 +205,7 @@ async def test_entries_under_an_embargo_are_withheld_until_it_ends(timed: Timed)
     full = (await _report(timed, P03)).json()
     ours = [e for e in full["entries"] if e["seq"] not in before]
     assert ours and full["withheld_entries"] == 0 and full["withheld_until"] is None
-    assert {e["exchange_id"] for e in ours if e["kind"] == "decision"} == {
-        exchange["exchange_id"]
-    }
+    assert {e["exchange_id"] for e in ours if e["kind"] == "decision"} == {exchange["exchange_id"]}
 
     timed.clock.now = RELEASED_AT + timedelta(days=1)
     embargo = {"reason": REASON, "investigation_reference": CASE}
