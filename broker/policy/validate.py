@@ -823,8 +823,10 @@ class _AgreementChecker:
                     key_node,
                     f"{where}: unknown field '{key}' (expected {_listing(PRIOR_ANSWER_FIELDS)})",
                 )
+        # Checked against the named purpose only where that purpose is itself sound
+        # (its own faults are reported where they are).
         outline = self._purpose_outline()
-        forms = self._response_forms()
+        sound = self._sound_purposes()
         purpose: str | None = None
         if "purpose" in fields:
             value_node = fields["purpose"][1]
@@ -833,8 +835,7 @@ class _AgreementChecker:
                 doc.add(
                     value_node, f"{where}.purpose: unknown purpose '{purpose}' of this agreement"
                 )
-                purpose = None
-            elif purpose is not None and forms.get(purpose) != "boolean_only":
+            elif purpose is not None and sound.get(purpose) == "full":
                 doc.add(
                     value_node,
                     f"{where}.purpose: '{purpose}' is not answered yes/no only "
@@ -846,8 +847,10 @@ class _AgreementChecker:
             known = element is not None and self._known(
                 value_node, f"{where}.element", element, self.ref.elements, "element"
             )
-            released = purpose is None or any(
-                element in whitelist for whitelist in outline[purpose][2].values()
+            released = (
+                purpose not in sound
+                or purpose is None
+                or any(element in whitelist for whitelist in outline[purpose][2].values())
             )
             if known and not released:
                 doc.add(
@@ -866,18 +869,38 @@ class _AgreementChecker:
                     f"{MAX_PRIOR_ANSWER_HOURS} hours, got {hours}",
                 )
 
-    def _response_forms(self) -> dict[str, str]:
-        """Purpose id -> its response_form (default full), read without reporting."""
+    def _sound_purposes(self) -> dict[str, str]:
+        """Purpose id -> its response form, for the purposes that are sound enough to
+        check another block against: the id is unique, the response form is known
+        and every whitelist is a list of known element ids. Read without reporting."""
         doc = self.doc
         node = self.fields.get("purposes", (None, None))[1]
         out: dict[str, str] = {}
+        seen: set[str] = set()
         for entry in node.value if isinstance(node, SequenceNode) else []:
             if not isinstance(entry, MappingNode):
                 continue
             fields = {str(doc.value(k)): v for k, v in entry.value}
             pid = doc.value(fields["id"]) if "id" in fields else None
-            form = doc.value(fields["response_form"]) if "response_form" in fields else "full"
-            if isinstance(pid, str):
+            if not isinstance(pid, str):
+                continue
+            if pid in seen:
+                out.pop(pid, None)
+                continue
+            seen.add(pid)
+            # response_form is required: a purpose without one is not sound.
+            form = doc.value(fields["response_form"]) if "response_form" in fields else None
+            lists = fields.get("allowed_elements")
+            whitelists = lists.value if isinstance(lists, MappingNode) else None
+            if form not in RESPONSE_FORMS or whitelists is None:
+                continue
+            if all(
+                isinstance(v, SequenceNode)
+                and all(
+                    self.ref.elements is None or doc.value(i) in self.ref.elements for i in v.value
+                )
+                for _, v in whitelists
+            ):
                 out[pid] = str(form)
         return out
 
