@@ -16,8 +16,6 @@ The embargo reason and case reference never go to the audit log or the logs.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -28,13 +26,13 @@ from sqlalchemy import Table, or_, select
 from audit.log import AuditRecord, AuditWriter, RowUpdate
 from broker.core.clock import Clock, system_clock
 from broker.core.errors import (
-    BrokerError,
     Conflict,
     ErrorCode,
     Forbidden,
     InvalidRequest,
     NotFound,
 )
+from broker.core.periodic import Periodic
 from broker.db.session import Database
 from broker.information_duties.models import DutyEmbargo, InformationDuty, SafetyInvestigation
 from broker.information_duties.recording import DutyRecorder, Rows, new_id
@@ -71,9 +69,8 @@ class InformationDutyService(DutyRecorder):
         self._db = db
         self._audit = audit
         self._privacy_officers = privacy_officers
-        self._interval = interval
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("information-duties", self.run, interval)
 
     # ------------------------------------------------------------ reading
     def _is_officer(self, actor_oin: str) -> bool:
@@ -457,25 +454,10 @@ class InformationDutyService(DutyRecorder):
         return lifted
 
     def start(self) -> None:
-        if self._interval > 0 and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="information-duties")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run()
-            except BrokerError as exc:
-                log.warning("information_duties.run_failed", code=str(exc.code))
-            except Exception:
-                log.exception("information_duties.run_failed")
-            await asyncio.sleep(self._interval)
+        await self._periodic.stop()
 
     # ------------------------------------------------------------ fulfilment
     async def fulfil(

@@ -9,8 +9,6 @@ retention run`` and, every ``BROKER_RETENTION_RUN_SECONDS``, inside the app.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -21,7 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from audit.log import AuditRecord, AuditWriter, RowUpdate
 from broker.core.clock import Clock, system_clock
-from broker.core.errors import BrokerError, Conflict
+from broker.core.errors import Conflict
+from broker.core.periodic import Periodic
 from broker.db.session import Database
 from broker.retention.models import RetentionKey
 from broker.retention.vault import RetentionVault
@@ -56,9 +55,8 @@ class RetentionService:
         self._db = db
         self._audit = audit
         self.vault = vault
-        self._interval = interval
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("retention", self.run, interval)
 
     async def keys(self) -> list[KeyState]:
         async with self._db.session() as session:
@@ -145,22 +143,7 @@ class RetentionService:
 
     # ---------------------------------------------------------- periodic
     def start(self) -> None:
-        if self._interval > 0 and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="retention")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run()
-            except BrokerError as exc:
-                log.warning("retention.run_failed", code=str(exc.code))
-            except Exception:
-                log.exception("retention.run_failed")
-            await asyncio.sleep(self._interval)
+        await self._periodic.stop()

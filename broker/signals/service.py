@@ -29,8 +29,6 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +50,7 @@ from broker.core.errors import (
     InvalidRequest,
     NotFound,
 )
+from broker.core.periodic import Periodic
 from broker.core.protocols import SubjectRegister
 from broker.core.types import SubjectKind as PolicySubjectKind
 from broker.crypto.jose import Sealer
@@ -246,8 +245,7 @@ class SignalService:
         self._policy_set = policy_set
         self._sealer = sealer
         self._clock = clock
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("signal-expiry", self.expire, interval)
         self.on_stored = on_stored  # wakes the webhook worker
 
     # ------------------------------------------------------------ register
@@ -638,22 +636,7 @@ class SignalService:
 
     # ------------------------------------------------------------ periodic
     def start(self) -> None:
-        if self._interval > 0 and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="signal-expiry")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.expire()
-            except BrokerError as exc:
-                log.warning("signals.expire_failed", code=str(exc.code))
-            except Exception:
-                log.exception("signals.expire_failed")
-            await asyncio.sleep(self._interval)
+        await self._periodic.stop()
