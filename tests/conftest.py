@@ -205,11 +205,11 @@ class Harness:
         return PartnerClient(self.broker.base_url, p["oin"], {"keys": p["keys"]})
 
     async def sign(
-        self, party: str, agreement_id: str, version: str | None = None
+        self, party: str, agreement_id: str, version: str | None = None, *, alg: str | None = None
     ) -> httpx.Response:
         """The agency signs ``version`` of the agreement (default: the first one
         listed) over the API, making the JWS with a stock library (PyJWT) as any
-        partner would."""
+        partner would; ``alg`` overrides the key's (e.g. RFC 9864's "Ed25519")."""
         client = self.client(party)
         try:
             token = await client.token()
@@ -234,7 +234,10 @@ class Harness:
                 separators=(",", ":"),
             ).encode()
             jws = jwt.api_jws.encode(
-                payload, jwt.PyJWK(sig).key, algorithm=sig["alg"], headers={"kid": sig["kid"]}
+                payload,
+                jwt.PyJWK(sig).key,
+                algorithm=alg or sig["alg"],
+                headers={"kid": sig["kid"]},
             )
             return await client.http.post(
                 self.broker.base_url + f"/v1/agreements/{agreement_id}/signatures",

@@ -29,10 +29,11 @@ from broker.agreements.models import AgreementSignature, AgreementState
 from broker.cluster.changes import AGREEMENTS, announce
 from broker.core.canonical import canonical_json
 from broker.core.errors import Conflict, ErrorCode, Forbidden, InvalidRequest, NotFound
+from broker.crypto.keys import ACCEPTED_JWS_ALGS, signing_alg
 from broker.db.session import Database
 from broker.policy.loader import Agreement, PolicySet
 
-SIGNING_ALGS = ("EdDSA", "ES256")
+SIGNING_ALGS = ACCEPTED_JWS_ALGS
 
 
 def signing_payload(agreement: Agreement, *, party: str, oin: str, signed_at: datetime) -> bytes:
@@ -256,14 +257,16 @@ class AgreementService:
             (
                 k
                 for k in signer.signing_keys()
-                if k.kid == header.get("kid") and k.alg == header.get("alg")
+                if k.kid == header.get("kid") and k.alg == signing_alg(str(header.get("alg")))
             ),
             None,
         )
         if key is None or header.get("alg") not in SIGNING_ALGS:
             raise Forbidden("The signature is not made with a registered signing key")
         try:
-            payload_bytes = jwt.api_jws.decode(jws, jwt.PyJWK(key.jwk).key, algorithms=[key.alg])
+            payload_bytes = jwt.api_jws.decode(
+                jws, jwt.PyJWK(key.jwk).key, algorithms=[str(header["alg"])]
+            )
             payload = json.loads(payload_bytes)
         except (jwt.PyJWTError, ValueError) as exc:
             raise Forbidden("The signature does not verify") from exc

@@ -7,6 +7,7 @@ rotation is routine (add a new key in front, retire the old one later).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 from joserfc.jwk import ECKey, OKPKey
+from jwt.algorithms import OKPAlgorithm, get_default_algorithms
 
 from broker.core.errors import KeyError_
 from broker.crypto import _primitives as p
@@ -27,6 +29,27 @@ if TYPE_CHECKING:
     from broker.settings import Settings
 
 SIGNING_ALGS = {"EdDSA": ("OKP", "Ed25519"), "ES256": ("EC", "P-256")}
+# RFC 9864 gives EdDSA over Ed25519 its fully specified name "Ed25519"; RFC 8037's
+# "EdDSA" stays accepted. Keys are stored under the broker's name ("EdDSA").
+SIGNING_ALG_ALIASES = {"Ed25519": "EdDSA"}
+# What partners may put in a JWS header "alg" (client assertions, agreement signatures).
+ACCEPTED_JWS_ALGS = ("EdDSA", "Ed25519", "ES256")
+
+
+def signing_alg(alg: str) -> str:
+    """The broker's name of a signature algorithm ("Ed25519" -> "EdDSA")."""
+    return SIGNING_ALG_ALIASES.get(alg, alg)
+
+
+def _register_fully_specified_algs() -> None:
+    """Lets PyJWT verify ``"alg": "Ed25519"`` (RFC 9864) where it does not yet know
+    the name; keys are checked to be Ed25519 before they are used."""
+    if "Ed25519" not in get_default_algorithms():
+        with contextlib.suppress(ValueError):  # registered already
+            jwt.register_algorithm("Ed25519", OKPAlgorithm())
+
+
+_register_fully_specified_algs()
 ENCRYPTION_CURVES = {"X25519": "OKP", "P-256": "EC"}
 ENCRYPTION_ALG = "ECDH-ES+A256KW"
 CONTENT_ENC = "A256GCM"
@@ -67,7 +90,7 @@ def validate_public_jwk(jwk: dict[str, Any]) -> PartnerKey:
         raise ValueError("a private key was supplied; only public keys are registered")
     kty, crv, use = jwk.get("kty"), jwk.get("crv"), jwk.get("use")
     if use == "sig":
-        alg = jwk.get("alg") or ("EdDSA" if crv == "Ed25519" else "ES256")
+        alg = signing_alg(str(jwk.get("alg") or ("EdDSA" if crv == "Ed25519" else "ES256")))
         if SIGNING_ALGS.get(alg) != (kty, crv):
             raise ValueError("signing keys must be Ed25519 (EdDSA) or P-256 (ES256)")
         try:

@@ -20,13 +20,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from broker.agencies.service import AgencyDirectory, AgencyView
 from broker.core.canonical import canonical_json
 from broker.core.errors import AuthenticationFailed, ErrorCode, StorageUnavailable
-from broker.crypto.keys import BrokerKeyring
+from broker.crypto.keys import ACCEPTED_JWS_ALGS, BrokerKeyring, signing_alg
 from broker.crypto.signers import compact_jws_async
 from broker.db.session import Database
 from broker.security.models import UsedAssertion
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ALLOWED_ALGS = ("EdDSA", "ES256")
+ALLOWED_ALGS = ACCEPTED_JWS_ALGS
 LEEWAY_SECONDS = 30
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 VERIFIED_CACHE_SIZE = 10_000
@@ -119,14 +119,14 @@ class TokenService:
         candidates = [
             k
             for k in agency.signing_keys()
-            if (kid is None or k.kid == kid) and k.alg == header["alg"]
+            if (kid is None or k.kid == kid) and k.alg == signing_alg(header["alg"])
         ]
         for key in candidates:
             try:
                 claims: dict[str, Any] = jwt.decode(
                     assertion,
                     jwt.PyJWK(key.jwk).key,
-                    algorithms=[key.alg],
+                    algorithms=[header["alg"]],
                     audience=self._token_endpoint,
                     issuer=agency.oin,
                     leeway=LEEWAY_SECONDS,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import httpx
@@ -160,6 +161,51 @@ async def test_client_assertion_replay_is_refused(harness: Harness) -> None:
         )
         r = await client.http.post(url, data=dict(form, client_assertion=wrong))
         assert r.status_code == 401
+    finally:
+        await client.aclose()
+
+
+async def test_client_assertion_with_the_fully_specified_ed25519_alg(harness: Harness) -> None:
+    """RFC 9864 names EdDSA over Ed25519 "Ed25519"; a partner whose JOSE library
+    (here joserfc) signs with that name gets a token as with "EdDSA"."""
+    from joserfc import jwt as jose_jwt
+
+    client = harness.client("politie")
+    url = harness.broker.base_url + "/oauth/token"
+    sig = next(k for k in harness.partners["politie"]["keys"] if k["use"] == "sig")
+    key = OKPKey.import_key({k: v for k, v in sig.items() if k != "alg"})
+    now = int(time.time())
+    claims = {
+        "iss": client.oin,
+        "sub": client.oin,
+        "aud": url,
+        "iat": now,
+        "exp": now + 120,
+        "jti": f"ed25519-alg-{now}",
+    }
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    }
+    try:
+        header = {"alg": "Ed25519", "kid": sig["kid"]}
+        assertion = jose_jwt.encode(header, claims, key, algorithms=["Ed25519"])
+        r = await client.http.post(url, data=dict(form, client_assertion=assertion))
+        assert r.status_code == 200, r.text
+        assert r.json()["token_type"] == "Bearer"
+        # The same with a key the agency did not register is refused.
+        other = OKPKey.generate_key("Ed25519")
+        forged = jose_jwt.encode(
+            header, dict(claims, jti=f"forged-{now}"), other, algorithms=["Ed25519"]
+        )
+        r = await client.http.post(url, data=dict(form, client_assertion=forged))
+        assert r.status_code == 401
+        metadata = (
+            await client.http.get(
+                harness.broker.base_url + "/.well-known/oauth-authorization-server"
+            )
+        ).json()
+        assert "Ed25519" in metadata["token_endpoint_auth_signing_alg_values_supported"]
     finally:
         await client.aclose()
 

@@ -106,6 +106,17 @@ def test_parse_jwks_fills_in_missing_kid_and_alg() -> None:
     assert keys[0].jwk["kid"] == sig["kid"]
 
 
+def test_a_signing_key_named_ed25519_is_stored_as_eddsa() -> None:
+    """RFC 9864's fully specified "Ed25519" and RFC 8037's "EdDSA" are one algorithm;
+    the broker keeps its own name, and "Ed25519" on a P-256 key is refused."""
+    sig, enc = key_set("Ed25519", "X25519")
+    keys = parse_jwks({"keys": [dict(public_only(sig), alg="Ed25519"), public_only(enc)]})
+    assert (keys[0].alg, keys[0].jwk["alg"], keys[0].kid) == ("EdDSA", "EdDSA", sig["kid"])
+    ec, _ = key_set("P-256", "X25519")
+    with pytest.raises(ValueError, match="signing keys must be"):
+        validate_public_jwk(dict(public_only(ec), alg="Ed25519"))
+
+
 def test_parse_jwks_refuses_private_keys() -> None:
     sig, enc = key_set("Ed25519", "X25519")
     for doc in ({"keys": [sig, public_only(enc)]}, {"keys": [public_only(sig), enc]}):
