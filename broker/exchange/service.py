@@ -430,6 +430,7 @@ class ExchangeService:
                 decision=leg.decision,
                 statuses=leg.statuses,
                 leaf_indices=indices,
+                sources=leg.sources,
             )
         return await self._receipts.issue_fan_out_async(
             exchange_id=exchange_id,
@@ -445,6 +446,7 @@ class ExchangeService:
                     provider_party=leg.provider.party_type,
                     decision=leg.decision,
                     statuses=leg.statuses,
+                    sources=leg.sources,
                 )
                 for leg in legs
             ],

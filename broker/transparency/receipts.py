@@ -20,7 +20,7 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypedDict, Unpack
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from broker.core.canonical import canonical_json_plain
 from broker.core.types import Decision, ItemStatus
@@ -49,13 +49,16 @@ def receipt_payload(
     statuses: Sequence[ItemStatus],
     leaf_indices: Sequence[int],
     log_origin: str,
+    sources: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
     """The receipt document of one exchange. ``decision.items`` carry the
-    pseudonymised subject keys the policy engine saw; ``statuses`` are in the
-    same order. ``leaf_indices`` are the exchange's audit entries (contiguous,
-    one commit): the tree of ``max + 1`` entries is the one right after them."""
+    pseudonymised subject keys the policy engine saw; ``statuses`` and
+    ``sources`` (each released item's original source) are in the same order.
+    ``leaf_indices`` are the exchange's audit entries (contiguous, one commit):
+    the tree of ``max + 1`` entries is the one right after them."""
     if not leaf_indices:
         raise ValueError("a receipt cites at least one audit entry")
+    per_item = sources if sources is not None else [None] * len(statuses)
     return {
         "v": RECEIPT_VERSION,
         "exchange_id": exchange_id,
@@ -82,8 +85,9 @@ def receipt_payload(
                 "consent_id": d.consent_id,
                 "acute_declaration_id": d.acute_declaration_id,
                 "status": status.value,
+                "source": source,
             }
-            for d, status in zip(decision.items, statuses, strict=True)
+            for d, status, source in zip(decision.items, statuses, per_item, strict=True)
         ],
         "audit": {
             "log_origin": log_origin,
@@ -105,6 +109,7 @@ class ReceiptLeg:
     provider_party: str
     decision: Decision
     statuses: Sequence[ItemStatus]
+    sources: Sequence[str | None] | None = None  # per item, as in receipt_payload
 
 
 def fan_out_receipt_payload(
@@ -163,9 +168,15 @@ def fan_out_receipt_payload(
                 "consent_id": d.consent_id,
                 "acute_declaration_id": d.acute_declaration_id,
                 "status": status.value,
+                "source": source,
             }
             for leg in legs
-            for d, status in zip(leg.decision.items, leg.statuses, strict=True)
+            for d, status, source in zip(
+                leg.decision.items,
+                leg.statuses,
+                leg.sources if leg.sources is not None else [None] * len(leg.statuses),
+                strict=True,
+            )
         ],
         "audit": {
             "log_origin": log_origin,
@@ -207,6 +218,7 @@ class ReceiptFields(TypedDict):
     decision: Decision
     statuses: Sequence[ItemStatus]
     leaf_indices: Sequence[int]
+    sources: NotRequired[Sequence[str | None] | None]
 
 
 class ReceiptSigner:

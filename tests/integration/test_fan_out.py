@@ -111,9 +111,12 @@ async def test_two_providers_both_answer(harness: Harness) -> None:
         }
         for leg in legs
     ]
-    assert [(i["provider"]["party"], i["element"], i["status"]) for i in receipt["items"]] == [
-        (i["provider"]["party"], i["element"], i["status"]) for i in body["items"]
-    ]
+    assert [
+        (i["provider"]["party"], i["element"], i["status"], i["source"]) for i in receipt["items"]
+    ] == [(i["provider"]["party"], i["element"], i["status"], i["source"]) for i in body["items"]]
+    assert {i["source"] for i in receipt["items"] if i["status"] == "released"} <= {
+        i["provider"]["party"] for i in receipt["items"]
+    } | {"unknown"}
     assert receipt["audit"]["leaf_indices"] == body["audit_indices"]
     assert FATHER not in body["receipt"]
 

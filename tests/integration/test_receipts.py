@@ -95,6 +95,7 @@ def check_items(body: dict[str, Any], payload: dict[str, Any]) -> None:
             "consent_id": item["consent_id"],
             "acute_declaration_id": item["acute_declaration_id"],
             "status": item["status"],
+            "source": item["source"],
         }
 
 
