@@ -41,6 +41,7 @@ from audit.merkle import append_leaves, decode_frontier, encode_frontier, fold
 from audit.models import AuditEntry, AuditHead, AuditNode
 from broker.core.canonical import canonical_json_plain
 from broker.core.errors import AuditUnavailable, BrokerError, Conflict
+from broker.core.periodic import cancel
 from broker.core.telemetry import AUDIT_APPEND_SECONDS, tracer
 from broker.db.session import Database
 
@@ -171,11 +172,8 @@ class AuditWriter:
             self._task = asyncio.create_task(self._run(), name="audit-writer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._thread is not None:
             # A commit in flight finishes (or fails) before the engine goes away.
             await asyncio.get_running_loop().run_in_executor(None, self._thread.shutdown)

@@ -15,6 +15,14 @@ from broker.core.errors import BrokerError
 log = structlog.get_logger("periodic")
 
 
+async def cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancels a background task and waits until it has stopped."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class Periodic:
     """Runs ``job`` at start and then every ``interval`` seconds (0: never)."""
 
@@ -29,11 +37,8 @@ class Periodic:
             self._task = asyncio.create_task(self._loop(), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

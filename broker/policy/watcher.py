@@ -25,6 +25,7 @@ import structlog
 
 from broker.core.clock import Clock, dutch_date, system_clock
 from broker.core.errors import BrokerError
+from broker.core.periodic import cancel
 from broker.policy.loader import PolicySet, load_policy_set
 from broker.policy.validate import assert_valid
 
@@ -109,11 +110,8 @@ class PolicyWatcher:
             self._task = asyncio.create_task(self._run(), name="policy-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     def wake(self) -> None:
         """Checks now instead of at the end of the interval (when polling)."""

@@ -44,6 +44,7 @@ from broker.agencies.models import Agency
 from broker.core.canonical import canonical_json
 from broker.core.clock import Clock, system_clock
 from broker.core.errors import BrokerError, Conflict, InvalidRequest, NotFound
+from broker.core.periodic import cancel
 from broker.crypto.keys import BrokerKeyring
 from broker.db.session import Database
 from broker.publications.models import AgencyWebhook, InboxMessage
@@ -183,11 +184,8 @@ class WebhookWorker:
             self._task = asyncio.create_task(self._run(), name="webhook-delivery")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._http is not None:
             await self._http.aclose()
             self._http = None

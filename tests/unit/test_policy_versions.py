@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from broker.cli import main
 from broker.core.clock import DUTCH
 from broker.core.errors import PolicyInvalid
-from broker.core.types import Decision
+from broker.core.types import Decision, PolicyInput
 from broker.policy.explain import build_input
 from broker.policy.loader import PolicySet, load_agreement, load_policy_set, with_agreement
 from broker.policy.regopy_engine import RegopyEngine
@@ -42,8 +42,8 @@ def policy_set(root: Path) -> PolicySet:
     return load_policy_set(root)
 
 
-def _decide(engine: RegopyEngine | RegorusEngine, policy_set: PolicySet, day: str) -> Decision:
-    policy_input = build_input(
+def _input(policy_set: PolicySet, day: str) -> PolicyInput:
+    return build_input(
         policy_set,
         agreement_id=AGREEMENT_ID,
         purpose_id=PURPOSE,
@@ -52,7 +52,10 @@ def _decide(engine: RegopyEngine | RegorusEngine, policy_set: PolicySet, day: st
         context={"vt_case_status": "veiligheidsbeoordeling"},
         moment=datetime.combine(date.fromisoformat(day), time(12), DUTCH),
     )
-    return engine.decide_sync(policy_input)
+
+
+def _decide(engine: RegopyEngine | RegorusEngine, policy_set: PolicySet, day: str) -> Decision:
+    return engine.decide_sync(_input(policy_set, day))
 
 
 @pytest.fixture
@@ -278,15 +281,7 @@ def test_matrix_render_and_diff_with_versions(root: Path) -> None:
 def test_regopy_without_threads_decides_on_the_event_loop(policy_set: PolicySet) -> None:
     """BROKER_POLICY_THREADS=0: both embedded engines evaluate on the caller's thread."""
     engine = RegopyEngine(policy_set, threads=0)
-    policy_input = build_input(
-        policy_set,
-        agreement_id=AGREEMENT_ID,
-        purpose_id=PURPOSE,
-        recipient="veilig_thuis",
-        elements=ELEMENTS,
-        context={"vt_case_status": "veiligheidsbeoordeling"},
-        moment=datetime.combine(date(2026, 5, 28), time(12), DUTCH),
-    )
+    policy_input = _input(policy_set, "2026-05-28")
 
     async def decide() -> Decision:
         try:
