@@ -49,7 +49,8 @@ class SignatureIn(BaseModel):
         min_length=16,
         max_length=8192,
         description=(
-            "JWS compact (EdDSA or ES256, kid = a registered signing key) over the canonical "
+            "JWS compact (EdDSA, also named Ed25519 (RFC 9864), or ES256; kid = a registered "
+            "signing key) over the canonical "
             'JSON {"agreement_id","version","content_hash","party","oin","signed_at"}'
         ),
     )

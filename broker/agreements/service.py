@@ -2,7 +2,8 @@
 
 Each signatory agency signs the agreement's content hash (the canonical hash of
 its folder, ``broker.policy.loader.folder_hash``) with its registered signing key,
-as a JWS compact token (EdDSA or ES256) over the canonical JSON
+as a JWS compact token (EdDSA, also as RFC 9864's "Ed25519", or ES256) over the
+canonical JSON
 ``{"agreement_id", "version", "content_hash", "party", "oin", "signed_at"}``;
 any JOSE library can make one. The broker enforces an agreement only while every
 signatory listed in it has signed that exact hash; a changed file changes the

@@ -805,10 +805,15 @@ class _AgreementChecker:
         if "information_duty" in fields:
             self._information_duty(fields["information_duty"][1], f"{where}.information_duty")
         if "prior_answer" in fields:
-            self._prior_answer(fields["prior_answer"][1], f"{where}.prior_answer")
+            own = doc.value(fields["id"][1]) if "id" in fields else None
+            self._prior_answer(
+                fields["prior_answer"][1],
+                f"{where}.prior_answer",
+                own if isinstance(own, str) else None,
+            )
 
     # ------------------------------------------------------------ prior answers
-    def _prior_answer(self, node: Node, where: str) -> None:
+    def _prior_answer(self, node: Node, where: str, own: str | None = None) -> None:
         """``prior_answer: {purpose, element, window_hours}``: the earlier boolean
         answer (of a yes/no-only purpose of this agreement) the broker looks up
         in its own records for the precondition that needs it."""
@@ -831,7 +836,13 @@ class _AgreementChecker:
         if "purpose" in fields:
             value_node = fields["purpose"][1]
             purpose = doc.text(value_node, f"{where}.purpose")
-            if purpose is not None and purpose not in outline:
+            if purpose is not None and purpose == own and own in sound:
+                doc.add(
+                    value_node,
+                    f"{where}.purpose: a purpose cannot rest on an earlier answer of its own",
+                )
+                purpose = None
+            elif purpose is not None and purpose not in outline:
                 doc.add(
                     value_node, f"{where}.purpose: unknown purpose '{purpose}' of this agreement"
                 )

@@ -21,7 +21,7 @@ from broker.agencies.service import AgencyDirectory, AgencyView
 from broker.core.canonical import canonical_json
 from broker.core.errors import AuthenticationFailed, ErrorCode, StorageUnavailable
 from broker.crypto.keys import ACCEPTED_JWS_ALGS, BrokerKeyring, signing_alg
-from broker.crypto.signers import compact_jws_async
+from broker.crypto.signers import SIGNATURE_ALG, compact_jws_async
 from broker.db.session import Database
 from broker.security.models import UsedAssertion
 
@@ -190,7 +190,7 @@ class TokenService:
             claims = jwt.decode(
                 token,
                 key,
-                algorithms=list(ALLOWED_ALGS),
+                algorithms=[SIGNATURE_ALG],  # the broker's own tokens
                 audience=self._audience,
                 issuer=self._issuer,
                 options={"require": ["sub", "exp", "jti"]},

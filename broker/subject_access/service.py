@@ -338,9 +338,17 @@ class SubjectAccessService:
         async with self._db.session() as session:
             rows = (await session.execute(stmt.order_by(AuditEntry.seq))).all()
             bodies = [(r, orjson.loads(r.entry)) for r in rows]
+            # An exchange about which informing this person is postponed is left out
+            # whole: its entries under the household's key would show it too.
             embargoed = await self._embargoed(session, list(keys), now)
-            listed = [(r, b) for r, b in bodies if _exchange_of(r, b) not in embargoed]
-            withheld = len(bodies) - len(listed)
+            listed, lapses = [], []
+            for r, b in bodies:
+                until = embargoed.get(_exchange_of(r, b))
+                if until is None:
+                    listed.append((r, b))
+                else:
+                    lapses.append(until)
+            withheld = len(lapses)
             bodies = listed
             exchange_ids = sorted({r.exchange_id for r, _ in bodies if r.exchange_id})
             releases = await self._releases(session, exchange_ids)
@@ -384,17 +392,15 @@ class SubjectAccessService:
             entry_count=len(entries),
             entries=entries,
             withheld_entries=withheld,
-            withheld_until=max(embargoed.values()) if withheld else None,
+            withheld_until=max(lapses) if lapses else None,
         )
 
     @staticmethod
-    async def _embargoed(
-        session: Any, keys: list[str], now: datetime
-    ) -> dict[tuple[str, str], datetime]:
-        """(exchange, subject key) -> when its embargo lapses at the latest, for
-        the person's duties under an embargo that is in force at ``now``."""
+    async def _embargoed(session: Any, keys: list[str], now: datetime) -> dict[str, datetime]:
+        """Exchange -> when its embargo lapses at the latest, for the person's
+        duties under an embargo that is in force at ``now``."""
         stmt = (
-            select(InformationDuty.exchange_id, InformationDuty.subject_key, DutyEmbargo.lapses_at)
+            select(InformationDuty.exchange_id, DutyEmbargo.lapses_at)
             .join(DutyEmbargo, DutyEmbargo.id == InformationDuty.embargo_id)
             .where(
                 InformationDuty.subject_key.in_(keys),
@@ -403,11 +409,10 @@ class SubjectAccessService:
                 DutyEmbargo.lapses_at > now,
             )
         )
-        out: dict[tuple[str, str], datetime] = {}
-        for exchange_id, subject_key, lapses_at in (await session.execute(stmt)).all():
+        out: dict[str, datetime] = {}
+        for exchange_id, lapses_at in (await session.execute(stmt)).all():
             lapses = lapses_at if lapses_at.tzinfo else lapses_at.replace(tzinfo=UTC)
-            pair = (str(exchange_id), str(subject_key))
-            out[pair] = max(lapses, out.get(pair, lapses))
+            out[str(exchange_id)] = max(lapses, out.get(str(exchange_id), lapses))
         return out
 
     @staticmethod
@@ -505,11 +510,11 @@ class SubjectAccessService:
         )
 
 
-def _exchange_of(row: Any, body: dict[str, Any]) -> tuple[str, str]:
-    """The (exchange, subject key) an entry belongs to ("" when it has no exchange):
-    decisions carry the exchange in the indexed column, duty entries in ``exchange``."""
+def _exchange_of(row: Any, body: dict[str, Any]) -> str:
+    """The exchange an entry belongs to ("" when none): decisions carry it in the
+    indexed column, duty entries in ``exchange``."""
     exchange = row.exchange_id or body.get("exchange")
-    return (exchange if isinstance(exchange, str) else "", str(row.subject_key))
+    return exchange if isinstance(exchange, str) else ""
 
 
 # ---------------------------------------------------------------- signals and duties

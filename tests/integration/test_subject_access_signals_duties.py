@@ -199,12 +199,15 @@ async def test_entries_under_an_embargo_are_withheld_until_it_ends(timed: Timed)
     postponement keeps back) and tells the officer so; Ruben's report, whose own
     duty is not postponed, keeps them. Ending the investigation brings them back."""
     before = {e["seq"] for e in (await _report(timed, P03)).json()["entries"]}
-    exchange = await timed.exchange(VT, CARE_REPORT)
+    # A household element too: its (denied) entry carries the household's key, not Noor's.
+    request = dict(CARE_REPORT, elements=[*CARE_REPORT["elements"], "household.composition"])
+    exchange = await timed.exchange(VT, request)
     listed = await timed.call(VT, "GET", f"{DUTIES}?exchange_id={exchange['exchange_id']}")
     duty = {d["addressee_rule"]: d for d in listed.json()}["authority_holders"]
     full = (await _report(timed, P03)).json()
     ours = [e for e in full["entries"] if e["seq"] not in before]
     assert ours and full["withheld_entries"] == 0 and full["withheld_until"] is None
+    assert "household" in {e["concerns"] for e in ours}
     assert {e["exchange_id"] for e in ours if e["kind"] == "decision"} == {exchange["exchange_id"]}
 
     timed.clock.now = RELEASED_AT + timedelta(days=1)

@@ -1095,8 +1095,7 @@ PRIOR_WHERE = "purposes[kindcheck_contact_professional].prior_answer"
         (
             "prior_answer: {purpose: kindcheck_contact_professional, element: vt.contact_person, "
             "window_hours: 24}",
-            f"{PRIOR_WHERE}.purpose: 'kindcheck_contact_professional' is not answered yes/no only "
-            "(response_form: boolean_only), so it leaves no answer to look up",
+            f"{PRIOR_WHERE}.purpose: a purpose cannot rest on an earlier answer of its own",
         ),
         (
             "prior_answer: {purpose: kindcheck_bekendheid, element: vt.contact_person, "
@@ -1135,3 +1134,16 @@ def test_prior_answer_block(root: Path, new: str, message: str) -> None:
     yes/no-only purpose of the same agreement and an element it releases."""
     edit(root, K, PRIOR, new)
     assert problems(root) == [at(root, K, "prior_answer:", message)]
+
+
+def test_prior_answer_of_a_purpose_answered_in_full(root: Path) -> None:
+    edit(root, K, "    response_form: boolean_only\n", "    response_form: full\n")
+    assert problems(root) == [
+        at(
+            root,
+            K,
+            "prior_answer:",
+            f"{PRIOR_WHERE}.purpose: 'kindcheck_bekendheid' is not answered yes/no only "
+            "(response_form: boolean_only), so it leaves no answer to look up",
+        )
+    ]
