@@ -4,6 +4,7 @@ systems as a separate process, and the broker served over loopback HTTP."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import socket
@@ -42,10 +43,26 @@ PG_ADMIN = os.environ.get("BROKER_TEST_POSTGRES_URL", "postgresql://postgres@127
 AGENCIES = {party: oin for party, oin, _ in DEMO_AGENCIES}
 
 
+# Ports handed out by free_port: below the kernel's ephemeral range (which it uses
+# for port 0 and outgoing connections), one block per pytest-xdist worker, so two
+# workers (or a connection) never pick the port another is about to listen on.
+_PORT_BLOCK = 1500
+_PORT_BASE = 20000
+_next_port = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = _PORT_BASE + (int(worker) % 8 if worker.isdigit() else 0) * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = base + next(_next_port) % _PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (by another process): the next one
+            return port
+    raise RuntimeError("no free port in this worker's block")
 
 
 def _pg_url(dbname: str) -> str:
