@@ -19,6 +19,7 @@ from broker.information_duties.schemas import (
     CASE_REF,
     DutyOut,
     EmbargoIn,
+    ExchangeEmbargoIn,
     FulfilIn,
     InvestigationIn,
     InvestigationOut,
@@ -102,6 +103,28 @@ async def set_embargo(
 ) -> DutyOut:
     return await services.information_duties.embargo(
         duty_id,
+        body,
+        actor_oin=principal.oin,
+        actor_party=principal.party_type,
+        policy_set=services.policy_set,
+        request_id=request_id,
+    )
+
+
+@router.post(
+    "/information-duties/embargo",
+    response_model=list[DutyOut],
+    responses=_problems(404, 409, 413, 415, 422),
+    dependencies=[Depends(require_json), Depends(_bearer)],
+    summary="Postpone informing about one exchange: every open duty of it at once",
+)
+async def set_exchange_embargo(
+    body: ExchangeEmbargoIn,
+    principal: CurrentAgency,
+    services: ServicesDep,
+    request_id: RequestId,
+) -> list[DutyOut]:
+    return await services.information_duties.embargo_exchange(
         body,
         actor_oin=principal.oin,
         actor_party=principal.party_type,

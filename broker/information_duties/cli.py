@@ -122,31 +122,48 @@ def duties_list(oin: str, status: StatusFilter, overdue: bool, as_json: bool) ->
 
 
 @duties_group.command("embargo")
-@click.argument("duty_id")
+@click.argument("duty_id", required=False)
+@click.option(
+    "--exchange", "exchange_id", default=None, help="Every open duty of this exchange instead"
+)
 @click.option("--oin", required=True, help="Your agency (the recipient or the provider)")
 @click.option("--reason", required=True, help="Why informing must wait")
 @click.option("--investigation", required=True, help="Case reference of the investigation")
 @click.option("--investigation-oin", default=None, help="The agency running it (default: you)")
 def duties_embargo(
-    duty_id: str, oin: str, reason: str, investigation: str, investigation_oin: str | None
+    *,
+    duty_id: str | None,
+    exchange_id: str | None,
+    oin: str,
+    reason: str,
+    investigation: str,
+    investigation_oin: str | None,
 ) -> None:
-    """Postpone informing for DUTY_ID while a safety investigation runs."""
-    from broker.information_duties.schemas import EmbargoIn
+    """Postpone informing for DUTY_ID (or, with --exchange, for every open duty of
+    one exchange at once) while a safety investigation runs."""
+    from broker.information_duties.schemas import EmbargoIn, ExchangeEmbargoIn
 
-    body = parse(
-        EmbargoIn,
-        {
-            "reason": reason,
-            "investigation_reference": investigation,
-            "investigation_agency_oin": investigation_oin,
-        },
-    )
+    if (duty_id is None) == (exchange_id is None):
+        raise click.UsageError("give either DUTY_ID or --exchange")
+    fields = {
+        "reason": reason,
+        "investigation_reference": investigation,
+        "investigation_agency_oin": investigation_oin,
+    }
 
     async def action(ctx: _Context) -> Any:
         agency = await ctx.agency(oin)
+        if exchange_id is not None:
+            return await ctx.duties.embargo_exchange(
+                parse(ExchangeEmbargoIn, dict(fields, exchange_id=exchange_id)),
+                actor_oin=agency.oin,
+                actor_party=agency.party_type,
+                policy_set=ctx.policy_set,
+            )
+        assert duty_id is not None
         return await ctx.duties.embargo(
             duty_id,
-            body,
+            parse(EmbargoIn, fields),
             actor_oin=agency.oin,
             actor_party=agency.party_type,
             policy_set=ctx.policy_set,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from broker.consent.schemas import EVIDENCE_REF
+from broker.consent.schemas import EVIDENCE_REF, RECORD_ID
 
 OIN = r"^[0-9]{20}$"
 # A case reference of the agency running the investigation (e.g. VT-LB-2026-0042):
@@ -43,6 +43,27 @@ class EmbargoIn(BaseModel):
         default=None,
         pattern=OIN,
         description="The agency running it; default: yours (it is opened if new)",
+    )
+
+
+class ExchangeEmbargoIn(EmbargoIn):
+    """Postpones every open duty of one exchange (each subject's) at once."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "exchange_id": "0f6c1f0e-8d4c-4b8f-9a51-3f4d2c9e7b10",
+                    "reason": "Informing the family now would endanger the child during "
+                    "the safety assessment.",
+                    "investigation_reference": "VT-LB-2026-0042",
+                }
+            ]
+        },
+    )
+    exchange_id: str = Field(
+        pattern=RECORD_ID, description="The exchange whose duties are postponed"
     )
 
 

@@ -41,6 +41,7 @@ from broker.information_duties.schemas import (
     DutyOut,
     EmbargoIn,
     EmbargoOut,
+    ExchangeEmbargoIn,
     FulfilIn,
     InvestigationIn,
     InvestigationOut,
@@ -186,8 +187,70 @@ class InformationDutyService(DutyRecorder):
             raise Conflict("The duty is fulfilled already", code=ErrorCode.ALREADY_FULFILLED)
         if duty.status == "embargoed":
             raise Conflict("The duty is under an embargo already", code=ErrorCode.DUTY_EMBARGOED)
-        rule = self._rule(policy_set, duty)
-        if rule is None or rule.embargo is None:
+        (out,) = await self._embargo(
+            [duty],
+            body,
+            actor_oin=actor_oin,
+            actor_party=actor_party,
+            policy_set=policy_set,
+            request_id=request_id,
+        )
+        return out
+
+    async def embargo_exchange(
+        self,
+        body: ExchangeEmbargoIn,
+        *,
+        actor_oin: str,
+        actor_party: str,
+        policy_set: PolicySet,
+        request_id: str | None = None,
+    ) -> list[DutyOut]:
+        """Postpones every open duty of one exchange (each subject's) at once, in
+        one commit: informing one family member while another's duty waits would
+        tell what the postponement keeps back."""
+        if not body.reason.strip():
+            raise InvalidRequest("A reason is required", field="reason")
+        async with self._db.session() as session:
+            found = (
+                await session.scalars(
+                    select(InformationDuty)
+                    .where(InformationDuty.exchange_id == body.exchange_id)
+                    .order_by(InformationDuty.subject_key, InformationDuty.id)
+                )
+            ).all()
+        duties = [d for d in found if actor_oin in (d.recipient_oin, d.provider_oin, d.holder_oin)]
+        if not duties:
+            raise NotFound("No information duties of that exchange", field="exchange_id")
+        waiting = [d for d in duties if d.status == "open"]
+        if not waiting:
+            raise Conflict(
+                "Every duty of the exchange is fulfilled or under an embargo already",
+                code=ErrorCode.DUTY_EMBARGOED,
+            )
+        return await self._embargo(
+            waiting,
+            body,
+            actor_oin=actor_oin,
+            actor_party=actor_party,
+            policy_set=policy_set,
+            request_id=request_id,
+        )
+
+    async def _embargo(
+        self,
+        duties: Sequence[InformationDuty],
+        body: EmbargoIn,
+        *,
+        actor_oin: str,
+        actor_party: str,
+        policy_set: PolicySet,
+        request_id: str | None,
+    ) -> list[DutyOut]:
+        """Embargoes open ``duties`` for one investigation, in one commit."""
+        rules = [self._rule(policy_set, duty) for duty in duties]
+        embargo_rules = [r.embargo for r in rules if r is not None and r.embargo is not None]
+        if len(embargo_rules) != len(duties):
             raise InvalidRequest(
                 "The agreement allows no embargo on this duty",
                 code=ErrorCode.EMBARGO_NOT_APPLICABLE,
@@ -221,55 +284,66 @@ class InformationDutyService(DutyRecorder):
                 field="investigation_reference",
                 code=ErrorCode.INVESTIGATION_ENDED,
             )
-        if investigation.agency_party not in rule.embargo.investigated_by:
+        if any(investigation.agency_party not in r.investigated_by for r in embargo_rules):
             raise InvalidRequest(
                 "The agreement allows no embargo for an investigation of this party",
                 field="investigation_agency_oin" if body.investigation_agency_oin else None,
                 code=ErrorCode.EMBARGO_NOT_APPLICABLE,
             )
-        remaining = max(0, int((duty.due_at - now).total_seconds()))
-        embargo: dict[str, Any] = {
-            "id": new_id("EMB"),
-            "duty_id": duty.id,
-            "investigation_id": investigation.id,
-            "reason": body.reason,
-            "set_by_oin": actor_oin,
-            "set_by_party": actor_party,
-            "set_at": now,
-            "lapses_at": add_period(now, rule.embargo.lapses_after),
-            "remaining_seconds": remaining,
-            "lifted_at": None,
-            "lift_cause": None,
-        }
-        rows.append((_EMBARGOES, embargo))
-        records.append(
-            AuditRecord(
-                kind="information_duty_embargoed",
-                body={
-                    "request_id": request_id,
-                    "information_duty_id": duty.id,
-                    "embargo_id": embargo["id"],
-                    "investigation_id": investigation.id,
-                    "investigation_party": investigation.agency_party,
-                    "exchange": duty.exchange_id,
-                    "subject": duty.subject_key,
-                    "set_by": actor_oin,
-                    "set_at": now.isoformat(),
-                    "lapses_at": embargo["lapses_at"].isoformat(),
-                    "legal_basis": list(rule.embargo.legal_basis_ids),
-                },
-                subject_key=duty.subject_key,
+        first = len(records)
+        embargoes: list[dict[str, Any]] = []
+        updates: list[RowUpdate] = []
+        for duty, rule in zip(duties, embargo_rules, strict=True):
+            embargo: dict[str, Any] = {
+                "id": new_id("EMB"),
+                "duty_id": duty.id,
+                "investigation_id": investigation.id,
+                "reason": body.reason,
+                "set_by_oin": actor_oin,
+                "set_by_party": actor_party,
+                "set_at": now,
+                "lapses_at": add_period(now, rule.lapses_after),
+                "remaining_seconds": max(0, int((duty.due_at - now).total_seconds())),
+                "lifted_at": None,
+                "lift_cause": None,
+            }
+            embargoes.append(embargo)
+            rows.append((_EMBARGOES, embargo))
+            records.append(
+                AuditRecord(
+                    kind="information_duty_embargoed",
+                    body={
+                        "request_id": request_id,
+                        "information_duty_id": duty.id,
+                        "embargo_id": embargo["id"],
+                        "investigation_id": investigation.id,
+                        "investigation_party": investigation.agency_party,
+                        "exchange": duty.exchange_id,
+                        "subject": duty.subject_key,
+                        "set_by": actor_oin,
+                        "set_at": now.isoformat(),
+                        "lapses_at": embargo["lapses_at"].isoformat(),
+                        "legal_basis": list(rule.legal_basis_ids),
+                    },
+                    subject_key=duty.subject_key,
+                )
             )
-        )
-        change = RowUpdate(
-            _DUTIES,
-            where={"id": duty.id, "status": "open"},
-            values={"status": "embargoed", "embargo_id": embargo["id"]},
-        )
-        indices = await self._audit.append(records, rows=rows, updates=[change])
-        log.info("information_duties.embargoed", information_duty_id=duty.id)
-        duty.status, duty.embargo_id = "embargoed", embargo["id"]
-        return self._out(duty, (DutyEmbargo(**embargo), investigation), now, indices[-1])
+            updates.append(
+                RowUpdate(
+                    _DUTIES,
+                    where={"id": duty.id, "status": "open"},
+                    values={"status": "embargoed", "embargo_id": embargo["id"]},
+                )
+            )
+        indices = await self._audit.append(records, rows=rows, updates=updates)
+        outs: list[DutyOut] = []
+        for k, (duty, embargo) in enumerate(zip(duties, embargoes, strict=True)):
+            log.info("information_duties.embargoed", information_duty_id=duty.id)
+            duty.status, duty.embargo_id = "embargoed", embargo["id"]
+            outs.append(
+                self._out(duty, (DutyEmbargo(**embargo), investigation), now, indices[first + k])
+            )
+        return outs
 
     # ------------------------------------------------------------ investigations
     @staticmethod

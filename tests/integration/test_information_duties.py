@@ -348,3 +348,46 @@ async def test_the_review_page_lists_overdue_duties_in_the_officers_scope(timed:
     async with review.browser() as anonymous:
         redirected = await anonymous.get("/review/information-duties")
         assert (redirected.status_code, redirected.headers["location"]) == (303, "/review/login")
+
+
+async def test_one_embargo_postpones_every_duty_of_an_exchange(timed: Timed) -> None:
+    """Informing Noor's parents and informing Ruben are postponed together, in one
+    commit; a second request, an unknown exchange, a blank reason and an agency not
+    involved are refused; ending the investigation lifts both."""
+    exchange_id, duties = await release(timed)
+    url = f"{DUTIES}/embargo"
+    good = {"exchange_id": exchange_id, "reason": REASON, "investigation_reference": CASE}
+    blank = await timed.call("veilig_thuis", "POST", url, dict(good, reason=" "))
+    assert (blank.status_code, blank.json()["field"]) == (422, "reason")
+    missing = await timed.call("veilig_thuis", "POST", url, {"reason": REASON})
+    assert missing.status_code == 422
+    unknown = await timed.call("veilig_thuis", "POST", url, dict(good, exchange_id="nope"))
+    assert (unknown.status_code, unknown.json()["field"]) == (404, "exchange_id")
+    assert (await timed.call("school", "POST", url, good)).status_code == 404
+
+    timed.clock.now = RELEASED_AT + timedelta(days=2)
+    set_ = await timed.call("veilig_thuis", "POST", url, good)
+    assert set_.status_code == 200, set_.text
+    listed = set_.json()
+    assert sorted(d["id"] for d in listed) == sorted(d["id"] for d in duties.values())
+    assert {d["status"] for d in listed} == {"embargoed"}
+    assert len({d["embargo"]["id"] for d in listed}) == len(listed)
+    assert {d["embargo"]["investigation_reference"] for d in listed} == {CASE}
+    indices = [d["audit_index"] for d in listed]
+    assert len(set(indices)) == len(indices) and max(indices) - min(indices) == len(indices) - 1
+    recorded = await entries(timed, "information_duty_embargoed")
+    assert sorted(e["information_duty_id"] for e in recorded) == sorted(d["id"] for d in listed)
+    assert len(await entries(timed, "safety_investigation_opened")) == 1
+
+    twice = await timed.call("veilig_thuis", "POST", url, good)
+    assert (twice.status_code, twice.json()["code"]) == (409, "duty_embargoed")
+    single = {"reason": REASON, "investigation_reference": CASE}
+    one = await timed.call("veilig_thuis", "POST", f"{DUTIES}/{listed[0]['id']}/embargo", single)
+    assert (one.status_code, one.json()["code"]) == (409, "duty_embargoed")
+
+    ended = await timed.call("veilig_thuis", "POST", f"/v1/safety-investigations/{CASE}/end")
+    assert ended.status_code == 200, ended.text
+    assert ended.json()["embargoes_lifted"] == len(listed)
+    for duty in listed:
+        after = (await timed.call("veilig_thuis", "GET", f"{DUTIES}/{duty['id']}")).json()
+        assert (after["status"], after["embargo"]) == ("open", None)

@@ -91,6 +91,21 @@ def test_duties_commands(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Non
     assert (ended["running"], ended["embargoes_lifted"]) == (False, 1)
     assert "lifted 0" in broker("duties", "run").output
 
+    # Every open duty of one exchange at once; exactly one of DUTY_ID and --exchange.
+    neither = broker(
+        "duties", "embargo", "--oin", VT, "--reason", "R", "--investigation", "VT-2", code=2
+    )
+    assert "DUTY_ID or --exchange" in neither.output
+    together = json.loads(
+        broker(
+            "duties", "embargo", "--exchange", "ex-cli-1", "--oin", VT,
+            "--reason", "Safety first", "--investigation", "VT-2",
+        ).output
+    )  # fmt: skip
+    assert [(d["id"], d["status"]) for d in together] == [(duty_id, "embargoed")]
+    ended = json.loads(broker("duties", "end-investigation", "VT-2", "--oin", VT).output)
+    assert ended["embargoes_lifted"] == 1
+
     informed = datetime.now(UTC).isoformat()
     fulfilled = json.loads(
         broker(
