@@ -104,7 +104,10 @@ def keys_rotate() -> None:
 @keys_group.command("retire")
 @click.argument("kid")
 def keys_retire(kid: str) -> None:
-    """Remove a key that no longer signs; what it signed no longer verifies."""
+    """Remove a key that no longer signs; what it signed no longer verifies.
+
+    A key id may start with "-" (it is a base64url thumbprint): give it after
+    "--", as in ``broker keys retire -- -Rk3...``."""
     from broker.crypto.keys import BrokerKeyring, open_pkcs11_token
 
     settings = _settings()

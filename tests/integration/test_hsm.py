@@ -326,9 +326,9 @@ async def test_rotation_keeps_old_signatures_verifying(
 
     # Retiring the old key removes it from the token and from what is published.
     env = {k: v for k, v in softhsm.env(settings).items() if k.startswith("BROKER_")}
-    result = CliRunner().invoke(main, ["keys", "retire", new_kid], env=env)
+    result = CliRunner().invoke(main, ["keys", "retire", "--", new_kid], env=env)
     assert result.exit_code != 0 and "rotate first" in result.output
-    result = CliRunner().invoke(main, ["keys", "retire", old_kid], env=env)
+    result = CliRunner().invoke(main, ["keys", "retire", "--", old_kid], env=env)
     assert result.exit_code == 0, result.output
     assert [r["kid"] for r in listed(softhsm, settings)] == [new_kid]
 

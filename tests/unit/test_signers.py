@@ -86,7 +86,7 @@ def test_keys_cli_with_file_keys(tmp_path: Path) -> None:
     new, old = rows()
     assert new["kid"] in rotated.output and old["kid"] == first["kid"]
     assert (new["role"], old["role"]) == ("signs", "verifies")
-    assert runner.invoke(main, ["keys", "retire", old["kid"]], env=env).exit_code == 0
+    assert runner.invoke(main, ["keys", "retire", "--", old["kid"]], env=env).exit_code == 0
     assert [r["kid"] for r in rows()] == [new["kid"]]
     refused = runner.invoke(main, ["keys", "init-hsm"], env=env)
     assert refused.exit_code != 0 and "BROKER_KEY_BACKEND=pkcs11" in refused.output
