@@ -378,32 +378,27 @@ class RetentionReader:
     async def decision_input(self, decision_id: str, document: dict[str, Any]) -> dict[str, Any]:
         """The full policy input of a decision row; RecordShredded once its key is
         destroyed. Rows written before sealing are returned as they are."""
-        sealed = document.get("sealed")
-        if not isinstance(sealed, dict):
-            return document
-        kid = str(sealed["kid"])
-        await self.load([kid])
-        try:
-            secret = open_field(self._key(kid), kid, _DECISIONS, decision_id, sealed["ct"])
-        except ValueError as exc:
-            raise KeyError_("a sealed decision input does not open") from exc
-        full = {k: v for k, v in document.items() if k != "sealed"}
-        full.update(secret)
-        return full
+        return await self._open_document(_DECISIONS, decision_id, document, "decision input")
 
     async def decision_result(self, decision_id: str, document: dict[str, Any]) -> dict[str, Any]:
         """The full result of a decision row (with the boolean ``answers`` it
         released); RecordShredded once its key is destroyed. Results with nothing
         sealed, and rows written before sealing, are returned as they are."""
+        return await self._open_document(_RESULTS, decision_id, document, "decision result")
+
+    async def _open_document(
+        self, table: str, row_id: str, document: dict[str, Any], what: str
+    ) -> dict[str, Any]:
+        """``document`` with its ``sealed`` part opened and merged back in."""
         sealed = document.get("sealed")
         if not isinstance(sealed, dict):
             return document
         kid = str(sealed["kid"])
         await self.load([kid])
         try:
-            secret = open_field(self._key(kid), kid, _RESULTS, decision_id, sealed["ct"])
+            secret = open_field(self._key(kid), kid, table, row_id, sealed["ct"])
         except ValueError as exc:
-            raise KeyError_("a sealed decision result does not open") from exc
+            raise KeyError_(f"a sealed {what} does not open") from exc
         full = {k: v for k, v in document.items() if k != "sealed"}
         full.update(secret)
         return full

@@ -228,36 +228,8 @@ class ReceiptSigner:
         self._keyring = keyring
         self.log_origin = log_origin
 
-    def issue(
-        self,
-        *,
-        exchange_id: str,
-        request_id: str,
-        issued_at: datetime,
-        requester_oin: str,
-        requester_party: str,
-        provider_oin: str,
-        provider_party: str,
-        purpose_id: str,
-        decision: Decision,
-        statuses: Sequence[ItemStatus],
-        leaf_indices: Sequence[int],
-    ) -> str:
-        payload = receipt_payload(
-            exchange_id=exchange_id,
-            request_id=request_id,
-            issued_at=issued_at,
-            requester_oin=requester_oin,
-            requester_party=requester_party,
-            provider_oin=provider_oin,
-            provider_party=provider_party,
-            purpose_id=purpose_id,
-            decision=decision,
-            statuses=statuses,
-            leaf_indices=leaf_indices,
-            log_origin=self.log_origin,
-        )
-        return sign_receipt(self._keyring, payload)
+    def issue(self, **fields: Unpack[ReceiptFields]) -> str:
+        return sign_receipt(self._keyring, receipt_payload(**fields, log_origin=self.log_origin))
 
     async def issue_async(self, **fields: Unpack[ReceiptFields]) -> str:
         """``issue`` for the request path: an HSM signs on its own threads."""
