@@ -17,21 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import structlog
 import yaml
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from adapters._http import FatalError, client_span
-from adapters.sdk.calls import Call, CallEnd, CallFailed, ResilientHttp
+from adapters._http import FatalError
+from adapters.sdk.calls import Call, CallEnd, CallFailed, GuardedAdapter, HttpOptions
 from broker.core.clock import dutch_date
 from broker.core.protocols import FetchedItem, FetchItem, FetchRequest
 from broker.core.types import ItemStatus, ResponseForm
@@ -295,7 +293,7 @@ class _Searched:
     valid: bool
 
 
-class FhirAdapter:
+class FhirAdapter(GuardedAdapter):
     """Implements :class:`broker.core.protocols.PartnerAdapter` over a FHIR R4 REST API.
 
     ``timeout`` is the total budget of one :meth:`fetch` call in seconds (all searches and
@@ -308,61 +306,14 @@ class FhirAdapter:
     def __init__(
         self,
         *,
-        timeout: float = 2.0,
-        retries: int = 2,
-        backoff_base: float = 0.05,
-        backoff_max: float = 1.0,
-        breaker_threshold: int = 5,
-        breaker_cooldown: float = 30.0,
-        max_connections: int = 100,
-        max_connections_per_host: int = 20,
-        max_body_bytes: int = 8 * 1024 * 1024,
-        headers: dict[str, str] | None = None,
         mapping_path: Path = DEFAULT_MAPPING_PATH,
         catalogue_path: Path = DEFAULT_CATALOGUE_PATH,
-        rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        **options: Unpack[HttpOptions],
     ) -> None:
+        super().__init__(kind=self.kind, log_prefix="fhir", **options)
         self.mapping = load_mapping(mapping_path, catalogue_path)
-        self._http = ResilientHttp(
-            kind=self.kind,
-            log_prefix="fhir",
-            timeout=timeout,
-            retries=retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            breaker_threshold=breaker_threshold,
-            breaker_cooldown=breaker_cooldown,
-            max_connections=max_connections,
-            max_connections_per_host=max_connections_per_host,
-            max_body_bytes=max_body_bytes,
-            headers=headers,
-            rng=rng,
-            clock=clock,
-        )
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> FhirAdapter:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.aclose()
-
-    def health(self) -> dict[str, dict[str, Any]]:
-        """Circuit state, call counters and latency percentiles per endpoint (no personal
-        data)."""
-        return self._http.health()
 
     # ------------------------------------------------------------------ fetch
-
-    async def fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
-        with client_span("adapter.fetch", self.kind, endpoint) as span:
-            span.set_attribute("broker.items", len(request.items))
-            return await self._fetch(endpoint, request)
 
     async def _fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
         wanted = _unique_items(request.items)

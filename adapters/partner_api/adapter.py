@@ -10,18 +10,15 @@ statuses. Nothing personal (BSNs, values) is ever logged.
 
 from __future__ import annotations
 
-import random
-import time
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import aiohttp
 import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from adapters._http import BreakerState, FatalError, client_span
-from adapters.sdk.calls import Call, CallEnd, CallFailed, ResilientHttp
+from adapters._http import BreakerState, FatalError
+from adapters.sdk.calls import Call, CallEnd, CallFailed, GuardedAdapter, HttpOptions
 from broker.core.protocols import FetchedItem, FetchItem, FetchRequest
 from broker.core.types import ItemStatus, ResponseForm
 
@@ -49,7 +46,7 @@ class _WireResponse(BaseModel):
     items: list[_WireItem]
 
 
-class PartnerApiAdapter:
+class PartnerApiAdapter(GuardedAdapter):
     """Implements :class:`broker.core.protocols.PartnerAdapter` over the partner HTTP API.
 
     ``timeout`` is the total budget of one :meth:`fetch` call in seconds, retries included.
@@ -60,67 +57,14 @@ class PartnerApiAdapter:
 
     kind = "partner_api"
 
-    def __init__(
-        self,
-        *,
-        timeout: float = 2.0,
-        retries: int = 2,
-        backoff_base: float = 0.05,
-        backoff_max: float = 1.0,
-        breaker_threshold: int = 5,
-        breaker_cooldown: float = 30.0,
-        max_connections: int = 100,
-        max_connections_per_host: int = 20,
-        max_body_bytes: int = 8 * 1024 * 1024,
-        headers: dict[str, str] | None = None,
-        rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._http = ResilientHttp(
-            kind=self.kind,
-            log_prefix="partner",
-            timeout=timeout,
-            retries=retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            breaker_threshold=breaker_threshold,
-            breaker_cooldown=breaker_cooldown,
-            max_connections=max_connections,
-            max_connections_per_host=max_connections_per_host,
-            max_body_bytes=max_body_bytes,
-            headers=headers,
-            rng=rng,
-            clock=clock,
-        )
-
-    # ------------------------------------------------------------------ lifecycle
+    def __init__(self, **options: Unpack[HttpOptions]) -> None:
+        super().__init__(kind=self.kind, log_prefix="partner", **options)
 
     @property
     def _session(self) -> aiohttp.ClientSession | None:
         return self._http.open_session
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> PartnerApiAdapter:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.aclose()
-
-    # ------------------------------------------------------------------ stats
-
-    def health(self) -> dict[str, dict[str, Any]]:
-        """Circuit state, call counters and latency percentiles per endpoint (no personal
-        data)."""
-        return self._http.health()
-
     # ------------------------------------------------------------------ fetch
-
-    async def fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
-        with client_span("adapter.fetch", self.kind, endpoint) as span:
-            span.set_attribute("broker.items", len(request.items))
-            return await self._fetch(endpoint, request)
 
     async def _fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
         wanted = _unique_items(request.items)

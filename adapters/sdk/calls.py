@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypedDict, TypeVar, Unpack
 
 import aiohttp
 import structlog
@@ -36,12 +36,22 @@ from adapters._http import (
     Outcome,
     RetryableError,
     backoff_delay,
+    client_span,
     new_session,
     read_limited,
     trace_headers,
 )
+from broker.core.protocols import FetchedItem, FetchRequest
 
-__all__ = ["Call", "CallEnd", "CallFailed", "Guarded", "ResilientHttp"]
+__all__ = [
+    "Call",
+    "CallEnd",
+    "CallFailed",
+    "Guarded",
+    "GuardedAdapter",
+    "HttpOptions",
+    "ResilientHttp",
+]
 
 _log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -334,3 +344,54 @@ class ResilientHttp:
             raise FatalError("bad_response", exc.status) from exc
         except aiohttp.ClientError as exc:
             raise FatalError("client_error") from exc
+
+
+class HttpOptions(TypedDict, total=False):
+    """The options of :class:`ResilientHttp` an adapter passes on (its defaults apply)."""
+
+    timeout: float
+    retries: int
+    backoff_base: float
+    backoff_max: float
+    breaker_threshold: int
+    breaker_cooldown: float
+    max_connections: int
+    max_connections_per_host: int
+    max_body_bytes: int
+    headers: Mapping[str, str] | None
+    rng: random.Random | None
+    clock: Callable[[], float]
+
+
+class GuardedAdapter:
+    """What every adapter over :class:`ResilientHttp` shares: its session and
+    breakers, their lifecycle and health, and the traced :meth:`fetch`. A subclass
+    implements ``_fetch`` (see :class:`broker.core.protocols.PartnerAdapter`)."""
+
+    def __init__(
+        self, *, kind: str, log_prefix: str | None = None, **options: Unpack[HttpOptions]
+    ) -> None:
+        self.kind = kind
+        self._http = ResilientHttp(kind=kind, log_prefix=log_prefix, **options)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Circuit state, call counters and latency percentiles per endpoint (no
+        personal data)."""
+        return self._http.health()
+
+    async def fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
+        with client_span("adapter.fetch", self.kind, endpoint) as span:
+            span.set_attribute("broker.items", len(request.items))
+            return await self._fetch(endpoint, request)
+
+    async def _fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
+        raise NotImplementedError

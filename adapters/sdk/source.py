@@ -26,19 +26,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import random
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote, urlsplit
 
 import structlog
 
-from adapters._http import FatalError, client_span
-from adapters.sdk.calls import Call, CallEnd, CallFailed, ResilientHttp
+from adapters._http import FatalError
+from adapters.sdk.calls import Call, CallEnd, CallFailed, GuardedAdapter, HttpOptions
 from adapters.sdk.mapping import (
     DEFAULT_CATALOGUE_PATH,
     Derivation,
@@ -116,7 +114,7 @@ class _MappingFailed(Exception):
     """Mapping one element's records failed; that item becomes unavailable."""
 
 
-class MappedRestAdapter:
+class MappedRestAdapter(GuardedAdapter):
     """Implements :class:`broker.core.protocols.PartnerAdapter` for a JSON REST source
     described by a mapping file; ``transforms``/``derivations`` are the adapter's
     source-specific functions (names used by the mapping file)."""
@@ -129,20 +127,9 @@ class MappedRestAdapter:
         transforms: Mapping[str, Transform] | None = None,
         derivations: Mapping[str, Derivation] | None = None,
         catalogue_path: Path = DEFAULT_CATALOGUE_PATH,
-        timeout: float = 2.0,
-        retries: int = 2,
-        backoff_base: float = 0.05,
-        backoff_max: float = 1.0,
-        breaker_threshold: int = 5,
-        breaker_cooldown: float = 30.0,
-        max_connections: int = 100,
-        max_connections_per_host: int = 20,
-        max_body_bytes: int = 8 * 1024 * 1024,
-        headers: dict[str, str] | None = None,
-        rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        **options: Unpack[HttpOptions],
     ) -> None:
-        self.kind = kind
+        super().__init__(kind=kind, **options)
         self._transforms = {**BUILTIN_TRANSFORMS, **(transforms or {})}
         self._derivations = dict(derivations or {})
         self.mapping: SourceMapping = load_source_mapping(
@@ -151,48 +138,13 @@ class MappedRestAdapter:
             derivations=self._derivations,
             catalogue_path=catalogue_path,
         )
-        self._http = ResilientHttp(
-            kind=kind,
-            timeout=timeout,
-            retries=retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            breaker_threshold=breaker_threshold,
-            breaker_cooldown=breaker_cooldown,
-            max_connections=max_connections,
-            max_connections_per_host=max_connections_per_host,
-            max_body_bytes=max_body_bytes,
-            headers=headers,
-            rng=rng,
-            clock=clock,
-        )
 
     @property
     def elements(self) -> frozenset[str]:
         """The catalogue elements this adapter can provide (its capabilities)."""
         return frozenset(self.mapping.elements)
 
-    # ------------------------------------------------------------------ lifecycle
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> MappedRestAdapter:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.aclose()
-
-    def health(self) -> dict[str, dict[str, Any]]:
-        """Circuit state, call counters and latency percentiles per endpoint."""
-        return self._http.health()
-
     # ------------------------------------------------------------------ fetch
-
-    async def fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
-        with client_span("adapter.fetch", self.kind, endpoint) as span:
-            span.set_attribute("broker.items", len(request.items))
-            return await self._fetch(endpoint, request)
 
     async def _fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
         wanted = _unique_items(request.items)
