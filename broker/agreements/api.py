@@ -14,7 +14,7 @@ from broker.agreements.upload import MAX_FILE_BYTES, Uploaded, upload_agreement
 from broker.core.clock import dutch_date
 from broker.core.errors import Forbidden
 from broker.deps import CurrentAgency, ServicesDep, require_json
-from broker.exchange.schemas import Problem
+from broker.exchange.schemas import Problem, problem_responses
 from broker.security.tokens import Principal
 
 router = APIRouter(prefix="/v1/agreements", tags=["agreements"])
@@ -102,9 +102,8 @@ class UploadProblem(Problem):
     )
 
 
-_PROBLEMS: dict[int | str, dict[str, object]] = {
-    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": d}
-    for status, d in {
+_PROBLEMS = problem_responses(
+    {
         401: "Missing or invalid access token",
         403: "Not a signatory, or the signature does not verify",
         404: "No such agreement",
@@ -113,8 +112,8 @@ _PROBLEMS: dict[int | str, dict[str, object]] = {
         415: "Request body is not application/json",
         422: "Invalid signature document",
         503: "Database or audit log unavailable",
-    }.items()
-}
+    }
+)
 
 
 async def _list(services: ServicesDep) -> list[AgreementOut]:

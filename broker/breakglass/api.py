@@ -13,7 +13,7 @@ from fastapi.security import HTTPBearer
 from broker.breakglass.schemas import DeclarationIn, DeclarationOut, ReviewIn
 from broker.consent.schemas import RECORD_ID
 from broker.deps import CurrentAgency, RequestId, ServicesDep, require_json
-from broker.exchange.schemas import Problem
+from broker.exchange.schemas import problem_responses
 
 router = APIRouter(prefix="/v1", tags=["break-the-glass"])
 _bearer = HTTPBearer(auto_error=False, description="Access token from /oauth/token")
@@ -34,14 +34,7 @@ _DESCRIPTIONS = {
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, object]]:
-    return {
-        status: {
-            "model": Problem,
-            "content": {"application/problem+json": {}},
-            "description": _DESCRIPTIONS[status],
-        }
-        for status in (401, *statuses, 503)
-    }
+    return problem_responses(_DESCRIPTIONS, 401, *statuses, 503)
 
 
 DeclarationId = Annotated[str, Path(pattern=RECORD_ID)]

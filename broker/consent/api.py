@@ -9,14 +9,13 @@ from fastapi.security import HTTPBearer
 
 from broker.consent.schemas import RECORD_ID, ConsentIn, ConsentOut, ConsentSearch, WithdrawalIn
 from broker.deps import CurrentAgency, RequestId, ServicesDep, require_json
-from broker.exchange.schemas import Problem
+from broker.exchange.schemas import problem_responses
 
 router = APIRouter(prefix="/v1/consents", tags=["consent"])
 _bearer = HTTPBearer(auto_error=False, description="Access token from /oauth/token")
 
-_PROBLEMS: dict[int | str, dict[str, object]] = {
-    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": d}
-    for status, d in {
+_PROBLEMS = problem_responses(
+    {
         401: "Missing or invalid access token",
         404: "No such consent record (or not yours to see)",
         409: "A record with this id exists, or the consent is withdrawn already",
@@ -25,8 +24,8 @@ _PROBLEMS: dict[int | str, dict[str, object]] = {
         422: "Invalid request (field names the fault; e.g. invalid_bsn, unknown_purpose, "
         "consent_not_applicable, invalid_giver, invalid_time)",
         503: "Database or audit log unavailable; nothing was recorded",
-    }.items()
-}
+    }
+)
 
 ConsentId = Annotated[str, Path(pattern=RECORD_ID)]
 

@@ -11,24 +11,23 @@ from broker.core.errors import BrokerError
 from broker.core.telemetry import EXCHANGES
 from broker.core.types import ItemStatus
 from broker.deps import CurrentAgency, RequestId, ServicesDep, require_json
-from broker.exchange.schemas import ExchangeRequest, ExchangeResponse, Problem
+from broker.exchange.schemas import ExchangeRequest, ExchangeResponse, problem_responses
 from broker.policy.loader import PolicySet
 
 router = APIRouter(prefix="/v1", tags=["exchange"])
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /oauth/token")
 
-_PROBLEMS: dict[int | str, dict[str, object]] = {
-    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": d}
-    for status, d in {
+_PROBLEMS = problem_responses(
+    {
         401: "Missing or invalid access token",
         403: "The requesting agency may not use the broker",
         413: "Request body too large",
         415: "Request body is not application/json",
         422: "Invalid request (field names the fault; e.g. invalid_bsn, unknown_element)",
         503: "Policy engine, register, database or audit log unavailable; nothing released",
-    }.items()
-}
+    }
+)
 
 
 @router.post(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -244,3 +245,18 @@ class Problem(BaseModel):
     request_id: str | None = None
     field: str | None = None
     decision_id: str | None = None
+
+
+def problem_responses(
+    descriptions: Mapping[int, str], *statuses: int
+) -> dict[int | str, dict[str, object]]:
+    """OpenAPI ``responses`` for RFC 9457 problem+json answers: the ``statuses``
+    given (default: every one described), each with its description."""
+    return {
+        status: {
+            "model": Problem,
+            "content": {"application/problem+json": {}},
+            "description": descriptions[status],
+        }
+        for status in statuses or descriptions
+    }

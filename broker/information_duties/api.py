@@ -14,7 +14,7 @@ from fastapi.security import HTTPBearer
 
 from broker.consent.schemas import RECORD_ID
 from broker.deps import CurrentAgency, RequestId, ServicesDep, require_json
-from broker.exchange.schemas import Problem
+from broker.exchange.schemas import problem_responses
 from broker.information_duties.schemas import (
     CASE_REF,
     DutyOut,
@@ -44,14 +44,7 @@ _DESCRIPTIONS = {
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, object]]:
-    return {
-        status: {
-            "model": Problem,
-            "content": {"application/problem+json": {}},
-            "description": _DESCRIPTIONS[status],
-        }
-        for status in (401, *statuses, 503)
-    }
+    return problem_responses(_DESCRIPTIONS, 401, *statuses, 503)
 
 
 DutyId = Annotated[str, Path(pattern=RECORD_ID)]

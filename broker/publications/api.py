@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.security import HTTPBearer
 
 from broker.deps import CurrentAgency, RequestId, ServicesDep, require_json
-from broker.exchange.schemas import Problem
+from broker.exchange.schemas import problem_responses
 from broker.publications.schemas import (
     MESSAGE_ID,
     AckResponse,
@@ -23,14 +23,7 @@ _bearer = HTTPBearer(auto_error=False, description="Access token from /oauth/tok
 
 
 def _problems(**described: str) -> dict[int | str, dict[str, object]]:
-    return {
-        int(status.removeprefix("s")): {
-            "model": Problem,
-            "content": {"application/problem+json": {}},
-            "description": text,
-        }
-        for status, text in described.items()
-    }
+    return problem_responses({int(k.removeprefix("s")): v for k, v in described.items()})
 
 
 @router.post(

@@ -8,15 +8,14 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.security import HTTPBearer
 
 from broker.deps import CurrentAgency, RequestId, ServicesDep, require_json
-from broker.exchange.schemas import Problem
+from broker.exchange.schemas import problem_responses
 from broker.signals.schemas import SIGNAL_ID, SignalIn, SignalOut, SignalPage, WithdrawalOut
 
 router = APIRouter(prefix="/v1/signals", tags=["signals"])
 _bearer = HTTPBearer(auto_error=False, description="Access token from /oauth/token")
 
-_PROBLEMS: dict[int | str, dict[str, object]] = {
-    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": d}
-    for status, d in {
+_PROBLEMS = problem_responses(
+    {
         401: "Missing or invalid access token",
         403: "Your party may not register signals under this agreement (not_a_signal_party)",
         404: "No such signal of your agency",
@@ -27,8 +26,8 @@ _PROBLEMS: dict[int | str, dict[str, object]] = {
         "signals_not_offered, agreement_not_in_force, subject_kind_not_allowed, not_a_child, "
         "invalid_time)",
         503: "Population register, database or audit log unavailable; nothing was recorded",
-    }.items()
-}
+    }
+)
 
 SignalId = Annotated[str, Path(pattern=SIGNAL_ID)]
 

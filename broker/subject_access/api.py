@@ -14,7 +14,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from broker.deps import CurrentAgency, RequestId, ServicesDep, require_json
-from broker.exchange.schemas import Bsn, Problem
+from broker.exchange.schemas import Bsn, problem_responses
 from broker.subject_access.pdf import render_pdf
 from broker.subject_access.render import render_html
 from broker.subject_access.service import SubjectAccessReport
@@ -58,14 +58,7 @@ class SubjectAccessIn(BaseModel):
                 "application/pdf": {"schema": {"type": "string", "format": "binary"}},
             },
         },
-        **{
-            status: {
-                "model": Problem,
-                "content": {"application/problem+json": {}},
-                "description": text,
-            }
-            for status, text in _DESCRIPTIONS.items()
-        },
+        **problem_responses(_DESCRIPTIONS),
     },
     dependencies=[Depends(require_json), Depends(_bearer)],
     summary="Subject-access overview (AVG art. 15) of one person, for privacy officers",

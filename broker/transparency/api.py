@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from audit.tree import consistency_proof, inclusion_proof
 from broker.core.errors import Forbidden
 from broker.deps import CurrentAgency, ServicesDep, require_json
-from broker.exchange.schemas import Problem
+from broker.exchange.schemas import problem_responses
 from broker.transparency.witnesses import WitnessService
 
 router = APIRouter(prefix="/v1/audit", tags=["audit transparency"])
@@ -39,14 +39,7 @@ _DESCRIPTIONS = {
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, object]]:
-    return {
-        status: {
-            "model": Problem,
-            "content": {"application/problem+json": {}},
-            "description": _DESCRIPTIONS[status],
-        }
-        for status in (*statuses, 503)
-    }
+    return problem_responses(_DESCRIPTIONS, *statuses, 503)
 
 
 def _b64(h: bytes) -> str:
