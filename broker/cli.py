@@ -7,30 +7,25 @@ import base64
 import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from broker.cli_support import load_settings, run_sync
 from broker.core.errors import BrokerError
 from broker.settings import Settings
 
 T = TypeVar("T")
 
 
-def _run(factory: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(factory())  # type: ignore[arg-type]
-    except BrokerError as exc:
-        raise click.ClickException(exc.diagnostics()) from exc
+def _run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return run_sync(factory())
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValueError as exc:
-        raise click.ClickException(f"settings: {exc}") from exc
+    return load_settings(quiet_logs=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

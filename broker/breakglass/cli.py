@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 import click
 
-from broker.consent.cli import CliContext, echo_json, parse, run
+from broker.cli_support import echo_json, parse
+from broker.consent.cli import CliContext, run
 
 
 @click.group("breakglass")

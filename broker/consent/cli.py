@@ -6,8 +6,6 @@ given by BSN and never stored."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,7 +14,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from broker.core.errors import BrokerError
+from broker.cli_support import (
+    audited_database,
+    echo_json,
+    load_settings,
+    parse,
+    pseudonymizer,
+    run_sync,
+)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -54,47 +59,26 @@ async def cli_context() -> AsyncIterator[CliContext]:
     """The registry services on the configured database, with a running audit writer."""
     from datetime import timedelta
 
-    from audit.log import AuditWriter
     from broker.breakglass.service import BreakGlassService
     from broker.consent.service import ConsentService
-    from broker.crypto.keys import Pseudonymizer, load_or_create_pseudonym_key
-    from broker.db.session import Database
-    from broker.logging import configure_logging
     from broker.policy.loader import load_policy_set
-    from broker.settings import Settings
 
-    try:
-        settings = Settings()
-    except ValueError as exc:
-        raise click.ClickException(f"settings: {exc}") from exc
-    # The command prints its result on stdout; only warnings go to stderr.
-    configure_logging(fmt=settings.log_format, level="WARNING")
-    key = (
-        settings.pseudonym_key.get_secret_value().encode()
-        if settings.pseudonym_key is not None
-        else load_or_create_pseudonym_key(settings.keys_dir)
-    )
-    pseudonymizer = Pseudonymizer(key)
-    db = Database(settings.async_database_url)
-    audit = AuditWriter(db)
-    try:
-        await audit.start()
+    settings = load_settings()
+    pseudonyms = pseudonymizer(settings)
+    async with audited_database(settings) as (db, audit):
         yield CliContext(
             db=db,
             audit=audit,
             policy_set=load_policy_set(settings.policy_dir),
-            consents=ConsentService(db=db, audit=audit, pseudonymizer=pseudonymizer),
+            consents=ConsentService(db=db, audit=audit, pseudonymizer=pseudonyms),
             breakglass=BreakGlassService(
                 db=db,
                 audit=audit,
-                pseudonymizer=pseudonymizer,
+                pseudonymizer=pseudonyms,
                 review_sla=timedelta(hours=settings.break_glass_review_sla_hours),
                 privacy_officers=settings.privacy_officer_oins,
             ),
         )
-    finally:
-        await audit.stop()
-        await db.dispose()
 
 
 def run(action: Callable[[CliContext], Awaitable[T]]) -> T:
@@ -102,29 +86,7 @@ def run(action: Callable[[CliContext], Awaitable[T]]) -> T:
         async with cli_context() as ctx:
             return await action(ctx)
 
-    try:
-        return asyncio.run(go())
-    except BrokerError as exc:
-        raise click.ClickException(exc.diagnostics()) from exc
-
-
-def parse(model: type[M], data: dict[str, Any]) -> M:
-    """A wire model from command options; messages name the field, never the value."""
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise click.ClickException(f"{first['type']}: {first['msg']} ({where})") from exc
-
-
-def echo_json(model: BaseModel | list[Any]) -> None:
-    if isinstance(model, list):
-        click.echo(json.dumps([m.model_dump(mode="json") for m in model], indent=2))
-    else:
-        click.echo(json.dumps(model.model_dump(mode="json"), indent=2))
+    return run_sync(go())
 
 
 def _iso(value: str | None) -> datetime | None:

@@ -13,15 +13,13 @@ from typing import Any
 
 import click
 
+from broker.cli_support import load_settings
 from broker.core.errors import BrokerError
 from broker.settings import KeyBackend, Settings
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValueError as exc:
-        raise click.ClickException(f"settings: {exc}") from exc
+    return load_settings(quiet_logs=False)
 
 
 def _rows(settings: Settings) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ scheduler when the app's own task is off)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,8 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from broker.consent.cli import echo_json, parse
-from broker.core.errors import BrokerError
+from broker.cli_support import audited_database, echo_json, load_settings, parse, run_sync
 
 if TYPE_CHECKING:
     from broker.agencies.service import AgencyView
@@ -46,22 +44,11 @@ class _Context:
 
 @asynccontextmanager
 async def _context() -> AsyncIterator[_Context]:
-    from audit.log import AuditWriter
-    from broker.db.session import Database
     from broker.information_duties.service import InformationDutyService
-    from broker.logging import configure_logging
     from broker.policy.loader import load_policy_set
-    from broker.settings import Settings
 
-    try:
-        settings = Settings()
-    except ValueError as exc:
-        raise click.ClickException(f"settings: {exc}") from exc
-    configure_logging(fmt=settings.log_format, level="WARNING")
-    db = Database(settings.async_database_url)
-    audit = AuditWriter(db)
-    try:
-        await audit.start()
+    settings = load_settings()
+    async with audited_database(settings) as (db, audit):
         yield _Context(
             db=db,
             policy_set=load_policy_set(settings.policy_dir),
@@ -69,9 +56,6 @@ async def _context() -> AsyncIterator[_Context]:
                 db=db, audit=audit, privacy_officers=settings.privacy_officer_oins
             ),
         )
-    finally:
-        await audit.stop()
-        await db.dispose()
 
 
 def _run(action: Callable[[_Context], Awaitable[T]]) -> T:
@@ -79,10 +63,7 @@ def _run(action: Callable[[_Context], Awaitable[T]]) -> T:
         async with _context() as ctx:
             return await action(ctx)
 
-    try:
-        return asyncio.run(go())
-    except BrokerError as exc:
-        raise click.ClickException(exc.diagnostics()) from exc
+    return run_sync(go())
 
 
 @click.group("duties")

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
 import click
 
-from broker.core.errors import BrokerError
+from broker.cli_support import audited_database, load_settings, run_sync
 from broker.retention.service import KeyState, RetentionService
-from broker.settings import Settings
 
 T = TypeVar("T")
 
@@ -31,32 +29,15 @@ def _at(value: str | None) -> datetime | None:
 
 
 def _with_service(work: Callable[[RetentionService], Awaitable[T]], *, audit: bool) -> T:
-    from audit.log import AuditWriter
-    from broker.db.session import Database
-    from broker.logging import configure_logging
     from broker.retention.vault import open_vault
 
-    try:
-        settings = Settings()
-    except ValueError as exc:
-        raise click.ClickException(f"settings: {exc}") from exc
-    configure_logging(fmt=settings.log_format, level="WARNING")
+    settings = load_settings()
 
     async def go() -> T:
-        db = Database(settings.async_database_url)
-        writer = AuditWriter(db)
-        try:
-            if audit:
-                await writer.start()
+        async with audited_database(settings, audit=audit) as (db, writer):
             return await work(RetentionService(db, writer, open_vault(settings, db)))
-        finally:
-            await writer.stop()
-            await db.dispose()
 
-    try:
-        return asyncio.run(go())
-    except BrokerError as exc:
-        raise click.ClickException(exc.diagnostics()) from exc
+    return run_sync(go())
 
 
 def _line(key: KeyState) -> str:

@@ -4,14 +4,13 @@ is made or its second factor reset; it is not shown again."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from broker.core.errors import BrokerError
+from broker.cli_support import audited_database, load_settings, run_sync
 
 if TYPE_CHECKING:
     from broker.review.accounts import AccountService, NewSecret
@@ -21,31 +20,17 @@ T = TypeVar("T")
 
 @asynccontextmanager
 async def _accounts() -> AsyncIterator[AccountService]:
-    from audit.log import AuditWriter
-    from broker.db.session import Database
-    from broker.logging import configure_logging
     from broker.review.accounts import AccountService, load_or_create_session_key
     from broker.review.sealing import SecretBox, load_kek
-    from broker.settings import Settings
 
-    try:
-        settings = Settings()
-    except ValueError as exc:
-        raise click.ClickException(f"settings: {exc}") from exc
-    configure_logging(fmt=settings.log_format, level="WARNING")
-    db = Database(settings.async_database_url)
-    audit = AuditWriter(db)
-    try:
-        await audit.start()
+    settings = load_settings()
+    async with audited_database(settings) as (db, audit):
         yield AccountService(
             db=db,
             audit=audit,
             session_key=load_or_create_session_key(settings.keys_dir),
             box=SecretBox(db, load_kek(settings)),
         )
-    finally:
-        await audit.stop()
-        await db.dispose()
 
 
 def _run(action: Callable[[AccountService], Awaitable[T]]) -> T:
@@ -53,10 +38,7 @@ def _run(action: Callable[[AccountService], Awaitable[T]]) -> T:
         async with _accounts() as accounts:
             return await action(accounts)
 
-    try:
-        return asyncio.run(go())
-    except BrokerError as exc:
-        raise click.ClickException(exc.diagnostics()) from exc
+    return run_sync(go())
 
 
 def _print_secret(new: NewSecret) -> None:

@@ -6,13 +6,12 @@ agency's live signals (ids, agreement, kind, end date; never a person)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from broker.core.errors import BrokerError
+from broker.cli_support import audited_database, load_settings, pseudonymizer, run_sync
 
 if TYPE_CHECKING:
     from broker.signals.service import SignalService
@@ -22,54 +21,34 @@ T = TypeVar("T")
 
 def _run(work: Callable[[SignalService], Awaitable[T]]) -> T:
     from adapters.brp.client import BrpRegister
-    from audit.log import AuditWriter
     from broker.agencies.service import AgencyDirectory
     from broker.crypto.jose import Sealer
-    from broker.crypto.keys import Pseudonymizer, load_or_create_pseudonym_key
-    from broker.db.session import Database
-    from broker.logging import configure_logging
     from broker.policy.loader import load_policy_set
-    from broker.settings import Settings
     from broker.signals.service import SignalService
 
-    try:
-        settings = Settings()
-    except ValueError as exc:
-        raise click.ClickException(f"settings: {exc}") from exc
-    configure_logging(fmt=settings.log_format, level="WARNING")
-    key = (
-        settings.pseudonym_key.get_secret_value().encode()
-        if settings.pseudonym_key is not None
-        else load_or_create_pseudonym_key(settings.keys_dir)
-    )
+    settings = load_settings()
+    pseudonyms = pseudonymizer(settings)
+    policy_set = load_policy_set(settings.policy_dir)
 
     async def go() -> T:
-        db = Database(settings.async_database_url)
-        audit = AuditWriter(db)
         register = BrpRegister(settings.register_url, timeout=settings.register_timeout_seconds)
-        policy_set = load_policy_set(settings.policy_dir)
         try:
-            await audit.start()
-            return await work(
-                SignalService(
-                    db=db,
-                    audit=audit,
-                    pseudonymizer=Pseudonymizer(key),
-                    register=register,
-                    directory=AgencyDirectory(db),
-                    policy_set=lambda: policy_set,
-                    sealer=Sealer(),
+            async with audited_database(settings) as (db, audit):
+                return await work(
+                    SignalService(
+                        db=db,
+                        audit=audit,
+                        pseudonymizer=pseudonyms,
+                        register=register,
+                        directory=AgencyDirectory(db),
+                        policy_set=lambda: policy_set,
+                        sealer=Sealer(),
+                    )
                 )
-            )
         finally:
-            await audit.stop()
             await register.aclose()
-            await db.dispose()
 
-    try:
-        return asyncio.run(go())
-    except BrokerError as exc:
-        raise click.ClickException(exc.diagnostics()) from exc
+    return run_sync(go())
 
 
 @click.group("signals")

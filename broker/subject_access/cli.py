@@ -11,15 +11,15 @@ pseudonym before anything is queried, and is never stored, printed or logged."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
+from broker.cli_support import audited_database, load_settings, pseudonymizer, run_sync
 from broker.core.bsn import is_valid_bsn
 from broker.core.clock import DUTCH
 from broker.core.errors import BrokerError
@@ -49,46 +49,29 @@ async def _generate(
     bsn: str, oin: str | None, since: datetime | None, until: datetime | None, fmt: str
 ) -> SubjectAccessReport:
     from adapters.brp.client import BrpRegister
-    from audit.log import AuditWriter
-    from broker.crypto.keys import Pseudonymizer, load_or_create_pseudonym_key
-    from broker.db.session import Database
-    from broker.logging import configure_logging
     from broker.policy.loader import load_policy_set
-    from broker.settings import Settings
     from broker.subject_access.service import SubjectAccessService
 
-    try:
-        settings = Settings()
-    except ValueError as exc:
-        raise click.ClickException(f"settings: {exc}") from exc
-    configure_logging(fmt=settings.log_format, level="WARNING")
-    key = (
-        settings.pseudonym_key.get_secret_value().encode()
-        if settings.pseudonym_key is not None
-        else load_or_create_pseudonym_key(settings.keys_dir)
-    )
+    settings = load_settings()
+    pseudonyms = pseudonymizer(settings)
     reference = load_policy_set(settings.policy_dir).reference
-    db = Database(settings.async_database_url)
-    audit = AuditWriter(db)
     register = BrpRegister(settings.register_url, timeout=settings.register_timeout_seconds)
     try:
-        await audit.start()
-        service = SubjectAccessService(
-            db=db,
-            audit=audit,
-            pseudonymizer=Pseudonymizer(key),
-            register=register,
-            reference=lambda: reference,
-            privacy_officers=settings.privacy_officer_oins,
-            log_origin=settings.log_origin,
-        )
-        return await service.generate(
-            bsn, officer_oin=oin, channel="cli", since=since, until=until, output_format=fmt
-        )
+        async with audited_database(settings) as (db, audit):
+            service = SubjectAccessService(
+                db=db,
+                audit=audit,
+                pseudonymizer=pseudonyms,
+                register=register,
+                reference=lambda: reference,
+                privacy_officers=settings.privacy_officer_oins,
+                log_origin=settings.log_origin,
+            )
+            return await service.generate(
+                bsn, officer_oin=oin, channel="cli", since=since, until=until, output_format=fmt
+            )
     finally:
-        await audit.stop()
         await register.aclose()
-        await db.dispose()
 
 
 @click.command("subject")
@@ -113,10 +96,7 @@ def subject_command(
     from broker.subject_access.pdf import render_pdf
     from broker.subject_access.render import render_html
 
-    try:
-        report = asyncio.run(_generate(bsn, oin, _iso(since), _iso(until), fmt))
-    except BrokerError as exc:
-        raise click.ClickException(exc.diagnostics()) from exc
+    report = run_sync(_generate(bsn, oin, _iso(since), _iso(until), fmt))
     if fmt == "pdf":
         data = render_pdf(report)
     elif fmt == "html":
@@ -171,22 +151,10 @@ class _Context:
 
     def __init__(self) -> None:
         from audit.log import AuditWriter
-        from broker.crypto.keys import Pseudonymizer, load_or_create_pseudonym_key
         from broker.db.session import Database
-        from broker.logging import configure_logging
-        from broker.settings import Settings
 
-        try:
-            self.settings = Settings()
-        except ValueError as exc:
-            raise click.ClickException(f"settings: {exc}") from exc
-        configure_logging(fmt=self.settings.log_format, level="WARNING")
-        key = (
-            self.settings.pseudonym_key.get_secret_value().encode()
-            if self.settings.pseudonym_key is not None
-            else load_or_create_pseudonym_key(self.settings.keys_dir)
-        )
-        self.pseudonymizer = Pseudonymizer(key)
+        self.settings = load_settings()
+        self.pseudonymizer = pseudonymizer(self.settings)
         self.db = Database(self.settings.async_database_url)
         self.audit = AuditWriter(self.db)
 
@@ -261,11 +229,8 @@ async def _audited(
         await ctx.db.dispose()
 
 
-def _run(factory: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(factory())  # type: ignore[arg-type]
-    except BrokerError as exc:
-        raise click.ClickException(exc.diagnostics()) from exc
+def _run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return run_sync(factory())
 
 
 _TABLE = (
