@@ -5,7 +5,8 @@ mapping-file validation with file and line."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,18 @@ class SourceSim:
         (await self.http.delete(f"{self.url}/_sim/faults")).raise_for_status()
         (await self.http.delete(f"{self.url}/_sim/stats")).raise_for_status()
         (await self.http.delete(f"{self.url}/_sim/source-requests")).raise_for_status()
+
+
+@asynccontextmanager
+async def source_sim(sim_urls: dict[str, Any], party: str) -> AsyncIterator[SourceSim]:
+    """The source simulator of ``party``, reset before and after use."""
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        sim = SourceSim(sim_urls["sources"][party], http)
+        await sim.reset()
+        try:
+            yield sim
+        finally:
+            await sim.reset()
 
 
 def assert_no_personal_data(logs: list[dict[str, Any]], bsns: list[str]) -> None:

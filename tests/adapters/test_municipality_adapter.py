@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from adapters.municipality import MAPPING_PATH, MunicipalityAdapter
@@ -26,6 +25,7 @@ from tests.adapters.sources_common import (
     check_mapping_errors,
     check_slow,
     request,
+    source_sim,
 )
 
 
@@ -33,11 +33,8 @@ from tests.adapters.sources_common import (
 async def gemeente(
     request: pytest.FixtureRequest, sim_urls: dict[str, Any]
 ) -> AsyncIterator[SourceSim]:
-    async with httpx.AsyncClient(timeout=5.0) as http:
-        sim = SourceSim(sim_urls["sources"][request.param], http)
-        await sim.reset()
+    async with source_sim(sim_urls, request.param) as sim:
         yield sim
-        await sim.reset()
 
 
 @pytest.fixture
@@ -182,27 +179,17 @@ async def test_faults_give_per_item_status(
     expected: ItemStatus,
     per_resource: int,
 ) -> None:
-    async with httpx.AsyncClient(timeout=5.0) as http:
-        sim = SourceSim(sim_urls["sources"]["schuldhulpverlening"], http)
-        await sim.reset()
-        try:
-            items = [
-                ("finance.debt_assistance_status", bsn["P01"], P),
-                ("housing.eviction_risk", bsn["P01"], H),
-            ]
-            await check_fault(MunicipalityAdapter, sim, items, faults, expected, per_resource)
-        finally:
-            await sim.reset()
+    async with source_sim(sim_urls, "schuldhulpverlening") as sim:
+        items = [
+            ("finance.debt_assistance_status", bsn["P01"], P),
+            ("housing.eviction_risk", bsn["P01"], H),
+        ]
+        await check_fault(MunicipalityAdapter, sim, items, faults, expected, per_resource)
 
 
 async def test_slow_source_times_out(sim_urls: dict[str, Any], bsn: dict[str, str]) -> None:
-    async with httpx.AsyncClient(timeout=5.0) as http:
-        sim = SourceSim(sim_urls["sources"]["gemeente_wijkteam"], http)
-        await sim.reset()
-        try:
-            await check_slow(MunicipalityAdapter, sim, [("mda.progress_phase", bsn["P03"], H)])
-        finally:
-            await sim.reset()
+    async with source_sim(sim_urls, "gemeente_wijkteam") as sim:
+        await check_slow(MunicipalityAdapter, sim, [("mda.progress_phase", bsn["P03"], H)])
 
 
 def test_mapping_errors_name_file_and_line(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from adapters.police import MAPPING_PATH, PoliceAdapter
@@ -25,16 +24,14 @@ from tests.adapters.sources_common import (
     check_mapping_errors,
     check_slow,
     request,
+    source_sim,
 )
 
 
 @pytest.fixture
 async def police(sim_urls: dict[str, Any]) -> AsyncIterator[SourceSim]:
-    async with httpx.AsyncClient(timeout=5.0) as http:
-        sim = SourceSim(sim_urls["sources"]["politie"], http)
-        await sim.reset()
+    async with source_sim(sim_urls, "politie") as sim:
         yield sim
-        await sim.reset()
 
 
 @pytest.fixture

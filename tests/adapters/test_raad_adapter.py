@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from adapters.raad import MAPPING_PATH, RaadAdapter
@@ -26,16 +25,14 @@ from tests.adapters.sources_common import (
     check_mapping_errors,
     check_slow,
     request,
+    source_sim,
 )
 
 
 @pytest.fixture
 async def raad(sim_urls: dict[str, Any]) -> AsyncIterator[SourceSim]:
-    async with httpx.AsyncClient(timeout=5.0) as http:
-        sim = SourceSim(sim_urls["sources"]["raad_kinderbescherming"], http)
-        await sim.reset()
+    async with source_sim(sim_urls, "raad_kinderbescherming") as sim:
         yield sim
-        await sim.reset()
 
 
 @pytest.fixture

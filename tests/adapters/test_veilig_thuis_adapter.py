@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from adapters.veilig_thuis import MAPPING_PATH, VeiligThuisAdapter
@@ -25,16 +24,14 @@ from tests.adapters.sources_common import (
     check_mapping_errors,
     check_slow,
     request,
+    source_sim,
 )
 
 
 @pytest.fixture
 async def vt(sim_urls: dict[str, Any]) -> AsyncIterator[SourceSim]:
-    async with httpx.AsyncClient(timeout=5.0) as http:
-        sim = SourceSim(sim_urls["sources"]["veilig_thuis"], http)
-        await sim.reset()
+    async with source_sim(sim_urls, "veilig_thuis") as sim:
         yield sim
-        await sim.reset()
 
 
 @pytest.fixture

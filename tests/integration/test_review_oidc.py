@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from audit.models import AuditEntry
 from broker.crypto.keys import generate_jwk, public_only
-from broker.review.accounts import AccountService
+from broker.review.accounts import AccountService, AccountView
 from broker.review.models import OfficerAccount
 from broker.review.oidc import FLOW_COOKIE
 from tests.conftest import AGENCIES, RunningBroker, broker_settings, free_port, serve_broker
@@ -60,6 +60,17 @@ class Setup:
                 )
             ).all()
         return [json.loads(r) for r in rows]
+
+    async def add_anna(self) -> AccountView:
+        """Officer Anna's OpenID Connect account (subject officer-anna at this
+        provider), officer for Veilig Thuis only."""
+        return await self.accounts.add_oidc(
+            username="anna",
+            issuer=self.provider.issuer,
+            subject="officer-anna",
+            agencies=[VT],
+            broker_officer=False,
+        )
 
     async def sign_in(self, http: httpx.AsyncClient) -> httpx.Response:
         """The whole flow: start, the provider, the callback (redirects followed)."""
@@ -123,13 +134,7 @@ async def setup(launch: Launcher) -> AsyncIterator[Setup]:
 
 
 async def test_full_sign_in_and_sign_out(setup: Setup) -> None:
-    account = await setup.accounts.add_oidc(
-        username="anna",
-        issuer=setup.provider.issuer,
-        subject="officer-anna",
-        agencies=[VT],
-        broker_officer=False,
-    )
+    account = await setup.add_anna()
     async with setup.browser() as http:
         login = await http.get("/review/login")
         assert 'id="oidc-sign-in"' in login.text and "Test IdP" in login.text
@@ -180,13 +185,7 @@ async def _callback_of(setup: Setup, http: httpx.AsyncClient) -> tuple[str, dict
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_state_must_match_the_browser(setup: Setup) -> None:
-    await setup.accounts.add_oidc(
-        username="anna",
-        issuer=setup.provider.issuer,
-        subject="officer-anna",
-        agencies=[VT],
-        broker_officer=False,
-    )
+    await setup.add_anna()
     async with setup.browser(follow=False) as http:
         url, query = await _callback_of(setup, http)
         tampered = await http.get(url + "?" + urlencode({**query, "state": query["state"] + "x"}))
@@ -223,13 +222,7 @@ ID_TOKEN_DEFECTS: list[tuple[str, dict[str, Any], str]] = [
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_defective_id_tokens_are_refused(setup: Setup) -> None:
-    await setup.accounts.add_oidc(
-        username="anna",
-        issuer=setup.provider.issuer,
-        subject="officer-anna",
-        agencies=[VT],
-        broker_officer=False,
-    )
+    await setup.add_anna()
     for name, change, _ in ID_TOKEN_DEFECTS:
         setup.provider.id_token_overrides = change.get("id_token_overrides", {})
         setup.provider.sign_with = change.get("sign_with", "good")
@@ -253,13 +246,7 @@ async def test_defective_id_tokens_are_refused(setup: Setup) -> None:
 @pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
 async def test_other_signature_algorithms(launch: Launcher, alg: str) -> None:
     async with launch(provider={"alg": alg}) as setup:
-        await setup.accounts.add_oidc(
-            username="anna",
-            issuer=setup.provider.issuer,
-            subject="officer-anna",
-            agencies=[VT],
-            broker_officer=False,
-        )
+        await setup.add_anna()
         async with setup.browser() as http:
             assert (await setup.sign_in(http)).status_code == 200
             assert (await http.get("/review/trail")).status_code == 200
@@ -268,13 +255,7 @@ async def test_other_signature_algorithms(launch: Launcher, alg: str) -> None:
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_algorithm_allow_list_is_configurable(launch: Launcher) -> None:
     async with launch(provider={"alg": "RS256"}, review_oidc_algorithms="ES256") as setup:
-        await setup.accounts.add_oidc(
-            username="anna",
-            issuer=setup.provider.issuer,
-            subject="officer-anna",
-            agencies=[VT],
-            broker_officer=False,
-        )
+        await setup.add_anna()
         async with setup.browser() as http:
             assert (await setup.sign_in(http)).status_code == 401
         assert (await setup.entries("officer_login"))[-1]["check"] == "algorithm"
@@ -288,13 +269,7 @@ async def test_unknown_subject_is_refused_and_audited(setup: Setup) -> None:
         assert refused.status_code == 401 and GENERIC in refused.text
         assert "broker_review_session" not in http.cookies
     # A disabled account is refused as well.
-    await setup.accounts.add_oidc(
-        username="anna",
-        issuer=setup.provider.issuer,
-        subject="officer-anna",
-        agencies=[VT],
-        broker_officer=False,
-    )
+    await setup.add_anna()
     await setup.accounts.disable("anna")
     setup.provider.user = {"sub": "officer-anna"}
     async with setup.browser() as http:
@@ -357,13 +332,7 @@ async def test_private_key_jwt_client_authentication(launch: Launcher, tmp_path:
         review_oidc_client_secret=None,
         review_oidc_client_key_file=key_file,
     ) as setup:
-        await setup.accounts.add_oidc(
-            username="anna",
-            issuer=setup.provider.issuer,
-            subject="officer-anna",
-            agencies=[VT],
-            broker_officer=False,
-        )
+        await setup.add_anna()
         async with setup.browser() as http:
             assert (await setup.sign_in(http)).status_code == 200
         sent = setup.provider.token_requests[-1]
@@ -374,13 +343,7 @@ async def test_private_key_jwt_client_authentication(launch: Launcher, tmp_path:
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_wrong_client_secret_is_refused(launch: Launcher) -> None:
     async with launch(review_oidc_client_secret="not the secret") as setup:
-        await setup.accounts.add_oidc(
-            username="anna",
-            issuer=setup.provider.issuer,
-            subject="officer-anna",
-            agencies=[VT],
-            broker_officer=False,
-        )
+        await setup.add_anna()
         async with setup.browser() as http:
             refused = await setup.sign_in(http)
             assert refused.status_code == 401 and GENERIC in refused.text
@@ -403,13 +366,7 @@ async def test_provider_goes_down_during_the_flow(launch: Launcher) -> None:
     running = launch()
     setup = await running.__aenter__()
     try:
-        await setup.accounts.add_oidc(
-            username="anna",
-            issuer=setup.provider.issuer,
-            subject="officer-anna",
-            agencies=[VT],
-            broker_officer=False,
-        )
+        await setup.add_anna()
         async with setup.browser(follow=False) as http:
             url, query = await _callback_of(setup, http)
             await running._provider_cm.__aexit__(None, None, None)  # the provider stops
@@ -454,13 +411,7 @@ async def test_sign_in_in_headless_chromium(launch: Launcher, tmp_path: Path) ->
     screens = tmp_path / "review-screens"
     screens.mkdir()
     async with launch(provider={"host": "localhost"}) as setup:
-        await setup.accounts.add_oidc(
-            username="anna",
-            issuer=setup.provider.issuer,
-            subject="officer-anna",
-            agencies=[VT],
-            broker_officer=False,
-        )
+        await setup.add_anna()
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(
                 executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
