@@ -286,6 +286,23 @@ class AccountService:
         log.info("review.account_added", account_id=row.id, via=via)
         return row
 
+    def _new_row(
+        self, username: str, agencies: list[str], broker_officer: bool, **sign_in: Any
+    ) -> OfficerAccount:
+        """A new, active account; ``sign_in`` holds its password hash or OpenID
+        Connect identity (the TOTP secret is stored sealed by ``_insert``)."""
+        values: dict[str, Any] = {"password_hash": None, "scope_from_claim": False, **sign_in}
+        return OfficerAccount(
+            username=username,
+            totp_secret=None,
+            agencies=sorted(set(agencies)),
+            broker_officer=broker_officer,
+            active=True,
+            failed_logins=0,
+            created_at=self._clock(),
+            **values,
+        )
+
     async def add(
         self, *, username: str, password: str, agencies: list[str], broker_officer: bool
     ) -> NewSecret:
@@ -296,17 +313,7 @@ class AccountService:
             )
         secret = totp.new_secret()
         password_hash = await asyncio.to_thread(hash_password, password)
-        row = OfficerAccount(
-            username=username,
-            password_hash=password_hash,
-            totp_secret=None,
-            agencies=sorted(set(agencies)),
-            broker_officer=broker_officer,
-            active=True,
-            failed_logins=0,
-            created_at=self._clock(),
-            scope_from_claim=False,
-        )
+        row = self._new_row(username, agencies, broker_officer, password_hash=password_hash)
         row = await self._insert(row, secret=secret, via="local")
         return NewSecret(_view(row), secret, totp.provisioning_uri(secret, username))
 
@@ -327,15 +334,10 @@ class AccountService:
             raise InvalidRequest(
                 "Give the issuer and the subject (at most 255 characters)", field="subject"
             )
-        row = OfficerAccount(
-            username=username,
-            password_hash=None,
-            totp_secret=None,
-            agencies=sorted(set(agencies)),
-            broker_officer=broker_officer,
-            active=True,
-            failed_logins=0,
-            created_at=self._clock(),
+        row = self._new_row(
+            username,
+            agencies,
+            broker_officer,
             oidc_issuer=issuer,
             oidc_subject=subject,
             scope_from_claim=scope_from_claim,
