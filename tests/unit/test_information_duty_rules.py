@@ -4,7 +4,6 @@ message`` problems; the calendar arithmetic of due dates."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,17 +21,14 @@ from broker.information_duties.rules import (
 )
 from broker.policy.loader import load_policy_set
 from broker.policy.validate import validate_policy_dir
-from broker.settings import PROJECT_ROOT
+from tests.support.policy_files import POLICIES, copy_policies, problems
 
-POLICIES = PROJECT_ROOT / "policies"
 P = "agreements/agr-vt-politie-hg/agreement.yaml"
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(POLICIES, target, ignore=shutil.ignore_patterns("scenarios"))
-    return target
+    return copy_policies(tmp_path)
 
 
 def edit(root: Path, old: str, new: str) -> int:
@@ -44,10 +40,6 @@ def edit(root: Path, old: str, new: str) -> int:
     at = text.index(old, start)
     path.write_text(text[:at] + new + text[at + len(old) :], encoding="utf-8")
     return text[:at].count("\n") + 1
-
-
-def problems(root: Path) -> list[str]:
-    return [str(p) for p in validate_policy_dir(root)]
 
 
 def test_the_shipped_blocks_read() -> None:

@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 from broker.core.errors import PolicyInvalid
 from broker.policy import validate
 from broker.policy.validate import Problem, assert_valid, check_command, validate_policy_dir
-from broker.settings import PROJECT_ROOT
+from tests.support.policy_files import POLICIES, copy_policies, problems
 
-POLICIES = PROJECT_ROOT / "policies"
 K = "agreements/agr-ggz-vt-kindcheck/agreement.yaml"
 K_REGO = "agreements/agr-ggz-vt-kindcheck/policy.rego"
 P = "agreements/agr-vt-politie-hg/agreement.yaml"
@@ -34,9 +33,7 @@ Z_REGO = "agreements/agr-zvh-mdaplusplus/policy.rego"
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(POLICIES, target, ignore=shutil.ignore_patterns("scenarios"))
-    return target
+    return copy_policies(tmp_path)
 
 
 def edit(root: Path, rel: str, old: str, new: str) -> None:
@@ -63,10 +60,6 @@ def line_of(root: Path, rel: str, needle: str, occurrence: int = 1) -> int:
 
 def at(root: Path, rel: str, needle: str, message: str, occurrence: int = 1) -> str:
     return f"{rel}:{line_of(root, rel, needle, occurrence)}: {message}"
-
-
-def problems(root: Path) -> list[str]:
-    return [str(p) for p in validate_policy_dir(root)]
 
 
 # ------------------------------------------------------------------------ the shipped set

@@ -4,7 +4,6 @@ decision over it; the calendar arithmetic of end dates."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -15,10 +14,15 @@ from hypothesis import strategies as st
 from broker.policy.loader import add_calendar_duration, load_policy_set
 from broker.policy.render import render_agreement
 from broker.policy.validate import validate_policy_dir
-from broker.settings import PROJECT_ROOT
 from broker.signals.service import decide, expiry_of, match_id
+from tests.support.policy_files import (
+    POLICIES,
+    copy_policies,
+    edit_section,
+    line_in_section,
+    problems,
+)
 
-POLICIES = PROJECT_ROOT / "policies"
 AGREEMENT = "agr-zvh-mdaplusplus"
 P = f"agreements/{AGREEMENT}/agreement.yaml"
 IN_FORCE = date(2026, 6, 20)
@@ -26,28 +30,15 @@ IN_FORCE = date(2026, 6, 20)
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(POLICIES, target, ignore=shutil.ignore_patterns("scenarios"))
-    return target
+    return copy_policies(tmp_path)
 
 
 def edit(root: Path, old: str, new: str) -> None:
-    path = root / P
-    text = path.read_text(encoding="utf-8")
-    start = text.index("\nsignals:")  # edits apply to the signals section
-    head, tail = text[:start], text[start:]
-    assert tail.count(old) == 1, f"{old!r} occurs {tail.count(old)} times"
-    path.write_text(head + tail.replace(old, new), encoding="utf-8")
+    edit_section(root, P, "signals", old, new)  # edits apply to the signals section
 
 
 def line_of(root: Path, needle: str) -> int:
-    lines = (root / P).read_text(encoding="utf-8").splitlines()
-    start = next(n for n, line in enumerate(lines) if line.startswith("signals:"))
-    return next(n for n, line in enumerate(lines[start:], start + 1) if needle in line)
-
-
-def problems(root: Path) -> list[str]:
-    return [str(p) for p in validate_policy_dir(root)]
+    return line_in_section(root, P, "signals", needle)
 
 
 def test_the_shipped_section_loads() -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,37 +11,29 @@ from click.testing import CliRunner
 from broker.policy.loader import load_policy_set
 from broker.policy.render import render_agreement
 from broker.policy.validate import check_command, validate_policy_dir
-from broker.settings import PROJECT_ROOT
+from tests.support.policy_files import (
+    POLICIES,
+    copy_policies,
+    edit_section,
+    line_in_section,
+    problems,
+)
 
-POLICIES = PROJECT_ROOT / "policies"
 P = "agreements/agr-vt-politie-hg/agreement.yaml"
 WHERE = "subscriptions[police.zorgmelding]"
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(POLICIES, target, ignore=shutil.ignore_patterns("scenarios"))
-    return target
+    return copy_policies(tmp_path)
 
 
 def edit(root: Path, old: str, new: str) -> None:
-    path = root / P
-    text = path.read_text(encoding="utf-8")
-    start = text.index("subscriptions:")  # edits apply to the subscriptions section
-    head, tail = text[:start], text[start:]
-    assert tail.count(old) == 1, f"{old!r} occurs {tail.count(old)} times"
-    path.write_text(head + tail.replace(old, new), encoding="utf-8")
+    edit_section(root, P, "subscriptions", old, new)  # edits apply to the subscriptions section
 
 
 def line_of(root: Path, needle: str) -> int:
-    lines = (root / P).read_text(encoding="utf-8").splitlines()
-    start = next(n for n, line in enumerate(lines) if line.startswith("subscriptions:"))
-    return next(n for n, line in enumerate(lines[start:], start + 1) if needle in line)
-
-
-def problems(root: Path) -> list[str]:
-    return [str(p) for p in validate_policy_dir(root)]
+    return line_in_section(root, P, "subscriptions", needle)
 
 
 def test_the_shipped_subscription_loads() -> None:
