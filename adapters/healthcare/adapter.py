@@ -29,7 +29,13 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from adapters._http import FatalError
-from adapters.sdk.calls import Call, CallEnd, CallFailed, GuardedAdapter, HttpOptions
+from adapters.sdk.calls import (
+    Call,
+    CallEnd,
+    CallFailed,
+    GuardedAdapter,
+    HttpOptions,
+)
 from broker.core.clock import dutch_date
 from broker.core.protocols import FetchedItem, FetchItem, FetchRequest
 from broker.core.types import ItemStatus, ResponseForm
@@ -315,14 +321,9 @@ class FhirAdapter(GuardedAdapter):
 
     # ------------------------------------------------------------------ fetch
 
-    async def _fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
-        wanted = _unique_items(request.items)
-        if not wanted:
-            return []
-        endpoint = endpoint.rstrip("/")
-        if not endpoint.startswith(("http://", "https://")):
-            _log.error("fhir_endpoint_invalid", request_id=request.request_id)
-            return _all(wanted, ItemStatus.UNAVAILABLE)
+    async def _fetch(
+        self, endpoint: str, request: FetchRequest, wanted: list[FetchItem]
+    ) -> list[FetchedItem]:
         results: dict[_Key, FetchedItem] = {}
         mapped: list[FetchItem] = []
         for item in wanted:
@@ -516,23 +517,8 @@ def _has_identifier(patient: _Json, system: str, bsn: str) -> bool:
     )
 
 
-def _unique_items(items: tuple[FetchItem, ...]) -> list[FetchItem]:
-    seen: set[_Key] = set()
-    out: list[FetchItem] = []
-    for item in items:
-        key = (item.element, item.bsn)
-        if key not in seen:
-            seen.add(key)
-            out.append(item)
-    return out
-
-
 def _item(item: FetchItem, status: ItemStatus, value: Any = None) -> FetchedItem:
     return FetchedItem(element=item.element, bsn=item.bsn, status=status, value=value)
-
-
-def _all(items: list[FetchItem], status: ItemStatus) -> list[FetchedItem]:
-    return [_item(i, status) for i in items]
 
 
 def _fill(items: list[FetchItem], results: dict[_Key, FetchedItem], status: ItemStatus) -> None:

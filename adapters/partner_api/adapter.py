@@ -18,7 +18,14 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from adapters._http import BreakerState, FatalError
-from adapters.sdk.calls import Call, CallEnd, CallFailed, GuardedAdapter, HttpOptions
+from adapters.sdk.calls import (
+    Call,
+    CallEnd,
+    CallFailed,
+    GuardedAdapter,
+    HttpOptions,
+    all_items,
+)
 from broker.core.protocols import FetchedItem, FetchItem, FetchRequest
 from broker.core.types import ItemStatus, ResponseForm
 
@@ -66,14 +73,9 @@ class PartnerApiAdapter(GuardedAdapter):
 
     # ------------------------------------------------------------------ fetch
 
-    async def _fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
-        wanted = _unique_items(request.items)
-        if not wanted:
-            return []
-        endpoint = endpoint.rstrip("/")
-        if not endpoint.startswith(("http://", "https://")):
-            _log.error("partner_endpoint_invalid", request_id=request.request_id)
-            return _all(wanted, ItemStatus.UNAVAILABLE)
+    async def _fetch(
+        self, endpoint: str, request: FetchRequest, wanted: list[FetchItem]
+    ) -> list[FetchedItem]:
         body = orjson.dumps(_request_body(request, wanted))
 
         async def work(call: Call) -> _WireResponse | None:
@@ -92,9 +94,9 @@ class PartnerApiAdapter(GuardedAdapter):
 
         done = await self._http.guarded(endpoint, request.request_id, work)
         if done.end is CallEnd.TIMEOUT:
-            return _all(wanted, ItemStatus.TIMEOUT)
+            return all_items(wanted, ItemStatus.TIMEOUT)
         if done.value is None:
-            return _all(wanted, ItemStatus.UNAVAILABLE)
+            return all_items(wanted, ItemStatus.UNAVAILABLE)
         items, dropped = _map_response(done.value, wanted)
         if dropped:
             self._http.state(endpoint).dropped_unrequested += len(dropped)
@@ -121,21 +123,6 @@ def _parse(raw: bytes, form: ResponseForm) -> _WireResponse:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _unique_items(items: tuple[FetchItem, ...]) -> list[FetchItem]:
-    seen: set[_Key] = set()
-    out: list[FetchItem] = []
-    for item in items:
-        key = (item.element, item.bsn)
-        if key not in seen:
-            seen.add(key)
-            out.append(item)
-    return out
-
-
-def _all(items: list[FetchItem], status: ItemStatus) -> list[FetchedItem]:
-    return [FetchedItem(element=i.element, bsn=i.bsn, status=status) for i in items]
 
 
 def _request_body(request: FetchRequest, items: list[FetchItem]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, Self, TypedDict, TypeVar, Unpack
@@ -41,7 +41,8 @@ from adapters._http import (
     read_limited,
     trace_headers,
 )
-from broker.core.protocols import FetchedItem, FetchRequest
+from broker.core.protocols import FetchedItem, FetchItem, FetchRequest
+from broker.core.types import ItemStatus
 
 __all__ = [
     "Call",
@@ -51,6 +52,7 @@ __all__ = [
     "GuardedAdapter",
     "HttpOptions",
     "ResilientHttp",
+    "all_items",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -124,6 +126,7 @@ class ResilientHttp:
             raise ValueError("retries must not be negative")
         self.kind = kind
         self._prefix = log_prefix or kind
+        self.prefix = self._prefix  # of the adapter's log events
         self.timeout = timeout
         self._retries = retries
         self._backoff_base = backoff_base
@@ -389,9 +392,39 @@ class GuardedAdapter:
         return self._http.health()
 
     async def fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
+        """One answer per distinct (element, BSN) asked, in the order asked; an
+        endpoint that is not an http(s) URL makes every item unavailable."""
         with client_span("adapter.fetch", self.kind, endpoint) as span:
             span.set_attribute("broker.items", len(request.items))
-            return await self._fetch(endpoint, request)
+            wanted = unique_items(request.items)
+            if not wanted:
+                return []
+            endpoint = endpoint.rstrip("/")
+            if not endpoint.startswith(("http://", "https://")):
+                _log.error(f"{self._http.prefix}_endpoint_invalid", request_id=request.request_id)
+                return all_items(wanted, ItemStatus.UNAVAILABLE)
+            return await self._fetch(endpoint, request, wanted)
 
-    async def _fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
+    async def _fetch(
+        self, endpoint: str, request: FetchRequest, wanted: list[FetchItem]
+    ) -> list[FetchedItem]:
+        """Answers ``wanted`` (distinct, non-empty) from ``endpoint`` (http(s), no
+        trailing slash)."""
         raise NotImplementedError
+
+
+def unique_items(items: Iterable[FetchItem]) -> list[FetchItem]:
+    """The first of the items asked for each (element, BSN), in order."""
+    seen: set[tuple[str, str]] = set()
+    out: list[FetchItem] = []
+    for item in items:
+        key = (item.element, item.bsn)
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
+def all_items(items: list[FetchItem], status: ItemStatus) -> list[FetchedItem]:
+    """``status`` (without a value) for every item."""
+    return [FetchedItem(element=i.element, bsn=i.bsn, status=status) for i in items]

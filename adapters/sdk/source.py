@@ -36,7 +36,13 @@ from urllib.parse import quote, urlsplit
 import structlog
 
 from adapters._http import FatalError
-from adapters.sdk.calls import Call, CallEnd, CallFailed, GuardedAdapter, HttpOptions
+from adapters.sdk.calls import (
+    Call,
+    CallEnd,
+    CallFailed,
+    GuardedAdapter,
+    HttpOptions,
+)
 from adapters.sdk.mapping import (
     DEFAULT_CATALOGUE_PATH,
     Derivation,
@@ -146,14 +152,9 @@ class MappedRestAdapter(GuardedAdapter):
 
     # ------------------------------------------------------------------ fetch
 
-    async def _fetch(self, endpoint: str, request: FetchRequest) -> list[FetchedItem]:
-        wanted = _unique_items(request.items)
-        if not wanted:
-            return []
-        endpoint = endpoint.rstrip("/")
-        if not endpoint.startswith(("http://", "https://")):
-            _log.error(f"{self.kind}_endpoint_invalid", request_id=request.request_id)
-            return [_item(i, ItemStatus.UNAVAILABLE) for i in wanted]
+    async def _fetch(
+        self, endpoint: str, request: FetchRequest, wanted: list[FetchItem]
+    ) -> list[FetchedItem]:
         results: dict[_Key, FetchedItem] = {}
         # (bsn, resource) -> the items it answers; only what the allowed elements need.
         groups: dict[tuple[str, str], list[FetchItem]] = {}
@@ -406,17 +407,6 @@ def _matches(record: _Record, where: Mapping[str, Any]) -> bool:
         elif got != wanted:
             return False
     return True
-
-
-def _unique_items(items: tuple[FetchItem, ...]) -> list[FetchItem]:
-    seen: set[_Key] = set()
-    out: list[FetchItem] = []
-    for item in items:
-        key = (item.element, item.bsn)
-        if key not in seen:
-            seen.add(key)
-            out.append(item)
-    return out
 
 
 def _item(
