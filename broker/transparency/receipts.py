@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict, Unpack
 
 from broker.core.canonical import canonical_json_plain
-from broker.core.types import Decision, ItemStatus
+from broker.core.types import Decision, ItemDecision, ItemStatus
 from broker.crypto.keys import BrokerKeyring
 
 RECEIPT_VERSION = 1
@@ -76,17 +76,7 @@ def receipt_payload(
         "policy_bundle": decision.bundle_hash,
         "response_form": decision.obligations.response_form.value,
         "items": [
-            {
-                "element": d.element,
-                "subject_key": d.subject,
-                "outcome": d.outcome.value,
-                "reason": d.reason.value,
-                "legal_basis_ids": list(d.legal_basis_ids),
-                "consent_id": d.consent_id,
-                "acute_declaration_id": d.acute_declaration_id,
-                "status": status.value,
-                "source": source,
-            }
+            _item(d, status, source)
             for d, status, source in zip(decision.items, statuses, per_item, strict=True)
         ],
         "audit": {
@@ -94,6 +84,21 @@ def receipt_payload(
             "leaf_indices": list(leaf_indices),
             "tree_size": max(leaf_indices) + 1,
         },
+    }
+
+
+def _item(d: ItemDecision, status: ItemStatus, source: str | None) -> dict[str, Any]:
+    """One item of a receipt (see docs/receipts.md)."""
+    return {
+        "element": d.element,
+        "subject_key": d.subject,
+        "outcome": d.outcome.value,
+        "reason": d.reason.value,
+        "legal_basis_ids": list(d.legal_basis_ids),
+        "consent_id": d.consent_id,
+        "acute_declaration_id": d.acute_declaration_id,
+        "status": status.value,
+        "source": source,
     }
 
 
@@ -160,15 +165,7 @@ def fan_out_receipt_payload(
         "items": [
             {
                 "provider": {"oin": leg.provider_oin, "party": leg.provider_party},
-                "element": d.element,
-                "subject_key": d.subject,
-                "outcome": d.outcome.value,
-                "reason": d.reason.value,
-                "legal_basis_ids": list(d.legal_basis_ids),
-                "consent_id": d.consent_id,
-                "acute_declaration_id": d.acute_declaration_id,
-                "status": status.value,
-                "source": source,
+                **_item(d, status, source),
             }
             for leg in legs
             for d, status, source in zip(
